@@ -1,0 +1,48 @@
+-- x509.sql: trust anchors and certificate revocation lists
+
+CREATE TABLE interop.trust_anchor (
+    fingerprint text PRIMARY KEY,          -- hex SHA-256 of the DER certificate
+    subject     text NOT NULL,
+    not_before  timestamptz NOT NULL,
+    not_after   timestamptz NOT NULL,
+    certificate text NOT NULL,             -- PEM
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    added_by    name NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE interop.trust_anchor IS 'CA certificates that this node trusts; delete a row to stop trusting it';
+
+CREATE TABLE interop.crl (
+    issuer       text PRIMARY KEY,
+    this_update  timestamptz NOT NULL,
+    next_update  timestamptz,
+    crl          text NOT NULL,            -- PEM
+    installed_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.crl IS 'the newest installed certificate revocation list of each issuer';
+
+CREATE TRIGGER trust_anchor_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON interop.trust_anchor FOR EACH STATEMENT EXECUTE FUNCTION interop.invalidate_cache();
+CREATE TRIGGER crl_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON interop.crl FOR EACH STATEMENT EXECUTE FUNCTION interop.invalidate_cache();
+
+SELECT pg_catalog.pg_extension_config_dump('interop.trust_anchor', '');
+SELECT pg_catalog.pg_extension_config_dump('interop.crl', '');
+
+CREATE FUNCTION interop.add_trust_anchor(pem text) RETURNS int
+    AS 'MODULE_PATHNAME', 'interop_add_trust_anchor' LANGUAGE C VOLATILE STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.add_trust_anchor(text) IS
+    'trusts the CA certificates of a PEM bundle; returns how many were new';
+
+CREATE FUNCTION interop.add_crl(pem text) RETURNS bool
+    AS 'MODULE_PATHNAME', 'interop_add_crl' LANGUAGE C VOLATILE STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.add_crl(text) IS
+    'installs a revocation list signed by a trust anchor; returns false when a newer one is installed';
+
+REVOKE ALL ON FUNCTION interop.add_trust_anchor(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.add_crl(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.add_trust_anchor(text) TO interop_admin;
+GRANT EXECUTE ON FUNCTION interop.add_crl(text) TO interop_admin;
+GRANT SELECT, DELETE ON interop.trust_anchor, interop.crl TO interop_admin;
+GRANT SELECT ON interop.trust_anchor, interop.crl TO interop_auditor;
