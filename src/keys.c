@@ -54,12 +54,19 @@ static char *pending_key_path = NULL;
 static char *pending_final_path = NULL;
 static bool xact_callback_registered = false;
 
+/* NodeKeyFile - the key file as configured, for messages */
+static const char *
+NodeKeyFile(void)
+{
+	return (interop_key_file && interop_key_file[0]) ?
+		interop_key_file : "interop/node.key";
+}
+
 /* NodeKeyPath - absolute path of the key file */
 static char *
 NodeKeyPath(void)
 {
-	const char *f = (interop_key_file && interop_key_file[0]) ?
-		interop_key_file : "interop/node.key";
+	const char *f = NodeKeyFile();
 
 	if (is_absolute_path(f))
 		return pstrdup(f);
@@ -88,10 +95,12 @@ InvalidateNodeCache(void)
 	node_state = NULL;
 }
 
-/* ReadKeyFile - the private key in path, or an ERROR that names the path */
+/* ReadKeyFile - the private key in path, or an ERROR that names the file */
 static EVP_PKEY *
 ReadKeyFile(const char *path)
 {
+	const char *name = NodeKeyFile();
+
 	FILE	   *f;
 	EVP_PKEY   *key;
 
@@ -100,13 +109,13 @@ ReadKeyFile(const char *path)
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open the node key file \"%s\": %m", path),
+				 errmsg("could not open the node key file \"%s\": %m", name),
 				 errhint("Restore the key file from a backup, or create a new key with interop.init_node(..., overwrite => true) and install a new certificate.")));
 	key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
 	FreeFile(f);
 	if (key == NULL)
 		OpenSSLError(ERRCODE_DATA_CORRUPTED,
-					 psprintf("could not read the node key file \"%s\"", path),
+					 psprintf("could not read the node key file \"%s\"", name),
 					 "Restore the key file from a backup, or create a new key with interop.init_node(..., overwrite => true).");
 	return key;
 }
@@ -380,7 +389,7 @@ interop_init_node(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("this node already has a key"),
-				 errdetail("The key file \"%s\" exists.", path),
+				 errdetail("The key file \"%s\" exists.", NodeKeyFile()),
 				 errhint("To replace it, call interop.init_node(..., overwrite => true); signatures by the old key and its certificate stop being usable.")));
 
 	key = GenerateKey(alg);

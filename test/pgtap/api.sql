@@ -1,0 +1,70 @@
+-- The SQL API contract of interop: names, signatures, return types,
+-- privileges and security settings that applications rely on.
+BEGIN;
+SELECT plan(40);
+
+SELECT has_schema('interop');
+SELECT has_type('interop', 'member_id', 'type member_id');
+SELECT has_type('interop', 'jws', 'type jws');
+SELECT has_role('interop_admin');
+SELECT has_role('interop_user');
+SELECT has_role('interop_auditor');
+
+SELECT function_returns('interop', 'init_node', ARRAY['interop.member_id', 'text', 'boolean'], 'text');
+SELECT function_returns('interop', 'certificate_request', ARRAY[]::text[], 'text');
+SELECT function_returns('interop', 'install_certificate', ARRAY['text'], 'void');
+SELECT function_returns('interop', 'add_trust_anchor', ARRAY['text'], 'integer');
+SELECT function_returns('interop', 'add_crl', ARRAY['text'], 'boolean');
+SELECT function_returns('interop', 'sign', ARRAY['jsonb'], 'interop.jws');
+SELECT function_returns('interop', 'verify', ARRAY['interop.jws'], 'jsonb');
+SELECT function_returns('interop', 'verify', ARRAY['interop.jws', 'text'], 'jsonb');
+SELECT function_returns('interop', 'jws_header', ARRAY['interop.jws'], 'jsonb');
+SELECT function_returns('interop', 'jws_payload', ARRAY['interop.jws'], 'jsonb');
+SELECT function_returns('interop', 'instance', ARRAY['interop.member_id'], 'text');
+SELECT function_returns('interop', 'member_class', ARRAY['interop.member_id'], 'text');
+SELECT function_returns('interop', 'member_code', ARRAY['interop.member_id'], 'text');
+SELECT function_returns('interop', 'subsystem', ARRAY['interop.member_id'], 'text');
+
+-- defaults callers rely on
+SELECT is((SELECT pg_get_function_arguments('interop.init_node(interop.member_id,text,boolean)'::regprocedure)),
+          'member_id interop.member_id, alg text DEFAULT ''ES256''::text, overwrite boolean DEFAULT false',
+          'init_node defaults to ES256 and never overwrites by default');
+
+-- security definer functions with a pinned search_path
+SELECT is_definer('interop', 'init_node', ARRAY['interop.member_id', 'text', 'boolean']);
+SELECT is_definer('interop', 'sign', ARRAY['jsonb']);
+SELECT is_definer('interop', 'verify', ARRAY['interop.jws']);
+SELECT isnt_definer('interop', 'verify', ARRAY['interop.jws', 'text']);
+SELECT is((SELECT count(*)::int FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'interop' AND p.prosecdef
+             AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, interop'], false)),
+          0, 'every SECURITY DEFINER function pins search_path');
+
+-- privileges: least privilege per role
+SELECT function_privs_are('interop', 'init_node', ARRAY['interop.member_id', 'text', 'boolean'], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'init_node', ARRAY['interop.member_id', 'text', 'boolean'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'add_trust_anchor', ARRAY['text'], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'sign', ARRAY['jsonb'], 'interop_user', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'sign', ARRAY['jsonb'], 'interop_auditor', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'sign', ARRAY['jsonb'], 'public', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'node', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'node', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'trust_anchor', 'interop_admin', ARRAY['SELECT', 'DELETE']);
+SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
+
+-- configuration tables survive pg_dump
+SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
+              ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl'],
+              'node, trust_anchor and crl are dumped by pg_dump');
+
+-- opclasses for indexes and hash joins
+SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
+                  WHERE c.opcname = 'member_id_ops' AND a.amname = 'btree' AND c.opcdefault), 'default btree opclass');
+SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
+                  WHERE c.opcname = 'member_id_hash_ops' AND a.amname = 'hash' AND c.opcdefault), 'default hash opclass');
+
+-- the key file GUC is reserved to superusers
+SELECT is((SELECT context FROM pg_settings WHERE name = 'interop.key_file'), 'sighup', 'interop.key_file is set in the server configuration');
+
+SELECT * FROM finish();
+ROLLBACK;
