@@ -85,7 +85,9 @@ extern STACK_OF(X509) *ParseCertificatesPEM(const char *pem, const char *what);
 extern char *CertificateMemberId(X509 *cert);
 extern EVP_PKEY *VerifyChain(STACK_OF(X509) *chain, const char **member_id);
 extern EVP_PKEY *VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after);
-extern EVP_PKEY *TrustedSignerKey(const char **x5c, const size_t *lens, int n, const char **member_id);
+extern EVP_PKEY *TrustedSignerKey(const char **x5c, const size_t *lens, int n,
+								  const char **member_id, unsigned char *digest);
+extern EVP_PKEY *CachedSignerKey(const unsigned char *digest, const char **member_id);
 extern bool TrustRelationsChanged(Oid relid);
 extern void InvalidateTrustCache(void);
 

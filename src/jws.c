@@ -29,6 +29,7 @@
  */
 #define json_object pg_sql_json_object
 #include "common/base64.h"
+#include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
@@ -484,9 +485,9 @@ jws_payload(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(JsonbFromUtf8(raw, len, "payload"));
 }
 
-/* NewDigestCtx - an EVP_MD_CTX set up to sign or verify with alg */
+/* InitDigestCtx - a new EVP_MD_CTX set up to sign or verify with alg */
 static EVP_MD_CTX *
-NewDigestCtx(JwsAlg alg, EVP_PKEY *key, bool sign)
+InitDigestCtx(JwsAlg alg, EVP_PKEY *key, bool sign)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	EVP_PKEY_CTX *pctx = NULL;
@@ -509,6 +510,51 @@ NewDigestCtx(JwsAlg alg, EVP_PKEY *key, bool sign)
 		return NULL;
 	}
 	return md;
+}
+
+/*
+ * Initialising a signing context in OpenSSL 3 looks the algorithms up in the
+ * provider store on every call, which costs about as much as an ECDSA
+ * signature.  We keep one initialised context per direction for the last key
+ * used (holding a reference, so the key cannot be freed and its address
+ * reused) and give each call a copy.
+ */
+typedef struct CtxTemplate
+{
+	EVP_PKEY   *key;
+	JwsAlg		alg;
+	EVP_MD_CTX *md;
+} CtxTemplate;
+
+static CtxTemplate ctx_templates[2];	/* [0] verify, [1] sign */
+
+/* NewDigestCtx - an EVP_MD_CTX set up to sign or verify with alg; NULL on failure */
+static EVP_MD_CTX *
+NewDigestCtx(JwsAlg alg, EVP_PKEY *key, bool sign)
+{
+	CtxTemplate *t = &ctx_templates[sign ? 1 : 0];
+	EVP_MD_CTX *md;
+
+	if (t->md == NULL || t->key != key || t->alg != alg)
+	{
+		EVP_MD_CTX *fresh = InitDigestCtx(alg, key, sign);
+
+		if (fresh == NULL)
+			return NULL;
+		EVP_MD_CTX_free(t->md);
+		EVP_PKEY_free(t->key);
+		EVP_PKEY_up_ref(key);
+		t->key = key;
+		t->alg = alg;
+		t->md = fresh;
+	}
+	md = EVP_MD_CTX_new();
+	if (md != NULL && EVP_MD_CTX_copy_ex(md, t->md) == 1)
+		return md;
+	/* some providers cannot copy a context: initialise one */
+	EVP_MD_CTX_free(md);
+	ERR_clear_error();
+	return InitDigestCtx(alg, key, sign);
 }
 
 /* SignBytes - the JWS signature of input with key; palloc'd */
@@ -676,29 +722,76 @@ interop_sign(PG_FUNCTION_ARGS)
 }
 
 /*
- * JwsVerify - verify a compact JWS; with pubkey NULL the key comes from the
- * "x5c" chain, checked against the trust anchors.  Returns the payload.
+ * A per-backend cache of protected headers already found acceptable: the
+ * exact header bytes map to their algorithm and to the chain cache key of
+ * their "x5c".  A repeated signer then skips decoding and parsing a header
+ * of a few kilobytes.  The chain itself is looked up again in x509.c's
+ * cache on every use, so trust changes and certificate dates still apply.
  */
-static Datum
-JwsVerify(text *t, EVP_PKEY *pubkey)
+#define HEADER_CACHE_SLOTS 64
+
+typedef struct HeaderSlot
 {
-	const char *s = VARDATA_ANY(t);
-	size_t		len = VARSIZE_ANY_EXHDR(t);
-	JwsParts	parts;
-	json_t	   *h;
+	char	   *header;			/* base64url header bytes, TopMemoryContext */
+	size_t		len;
+	JwsAlg		alg;
+	unsigned char digest[32];	/* chain cache key */
+} HeaderSlot;
+
+static HeaderSlot header_cache[HEADER_CACHE_SLOTS];
+
+/* HeaderSlotFor - the slot a header maps to */
+static HeaderSlot *
+HeaderSlotFor(const JwsParts *parts)
+{
+	uint32		h = hash_bytes((const unsigned char *) parts->header, parts->header_len);
+
+	return &header_cache[h % HEADER_CACHE_SLOTS];
+}
+
+/* HeaderCacheLookup - the cached verdict on exactly this header, or NULL */
+static HeaderSlot *
+HeaderCacheLookup(const JwsParts *parts)
+{
+	HeaderSlot *slot = HeaderSlotFor(parts);
+
+	if (slot->header != NULL && slot->len == parts->header_len &&
+		memcmp(slot->header, parts->header, parts->header_len) == 0)
+		return slot;
+	return NULL;
+}
+
+/* HeaderCacheStore - remember an acceptable header */
+static void
+HeaderCacheStore(const JwsParts *parts, JwsAlg alg, const unsigned char *digest)
+{
+	HeaderSlot *slot = HeaderSlotFor(parts);
+	char	   *copy = MemoryContextAlloc(TopMemoryContext, parts->header_len);
+
+	memcpy(copy, parts->header, parts->header_len);
+	if (slot->header != NULL)
+		pfree(slot->header);
+	slot->header = copy;
+	slot->len = parts->header_len;
+	slot->alg = alg;
+	memcpy(slot->digest, digest, 32);
+}
+
+/*
+ * JwsCheckHeader - the header steps of verification: "alg" allowed, no
+ * "crit", the key (given, or from an "x5c" chain checked against the trust
+ * anchors) and "alg" consistent with it.  Sets *key; returns the algorithm.
+ */
+static JwsAlg
+JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key)
+{
+	char	   *problem = NULL;
+	json_t	   *h = JwsDecodeHeader(parts, &problem);
 	json_t	   *x5c;
 	const char *alg_name;
 	JwsAlg		alg;
-	char	   *problem = NULL;
-	unsigned char *sig;
-	size_t		siglen;
-	unsigned char *raw;
-	size_t		rawlen;
-	EVP_PKEY   *key = pubkey;
+	unsigned char digest[32];
 
-	/* structure */
-	problem = JwsSplit(s, len, &parts);
-	h = problem ? NULL : JwsDecodeHeader(&parts, &problem);
 	if (h == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
@@ -725,7 +818,8 @@ JwsVerify(text *t, EVP_PKEY *pubkey)
 				 errdetail("RFC 7515 requires refusing a JWS whose \"crit\" header names unknown extensions.")));
 
 	/* the key: given, or from a trusted chain */
-	if (key == NULL)
+	*key = pubkey;
+	if (pubkey == NULL)
 	{
 		const char *chain[JWS_MAX_CHAIN];
 		size_t		lens[JWS_MAX_CHAIN];
@@ -757,11 +851,55 @@ JwsVerify(text *t, EVP_PKEY *pubkey)
 			chain[i] = json_string_value(c);
 			lens[i] = json_string_length(c);
 		}
-		key = TrustedSignerKey(chain, lens, n, &member_id);
+		*key = TrustedSignerKey(chain, lens, n, &member_id, digest);
 	}
 
 	/* "alg" consistent with the key type */
-	JwsAlgCheckKey(alg, key);
+	JwsAlgCheckKey(alg, *key);
+	if (pubkey == NULL)
+		HeaderCacheStore(parts, alg, digest);
+	json_decref(h);
+	return alg;
+}
+
+/*
+ * JwsVerify - verify a compact JWS; with pubkey NULL the key comes from the
+ * "x5c" chain, checked against the trust anchors.  Returns the payload.
+ */
+static Datum
+JwsVerify(text *t, EVP_PKEY *pubkey)
+{
+	const char *s = VARDATA_ANY(t);
+	size_t		len = VARSIZE_ANY_EXHDR(t);
+	JwsParts	parts;
+	JwsAlg		alg = JWS_ALG_INVALID;
+	char	   *problem;
+	unsigned char *sig;
+	size_t		siglen;
+	unsigned char *raw;
+	size_t		rawlen;
+	EVP_PKEY   *key = NULL;
+
+	/* structure */
+	problem = JwsSplit(s, len, &parts);
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid JWS"),
+				 errdetail("%s", problem)));
+
+	/* a header accepted before, whose chain is still trusted and valid */
+	if (pubkey == NULL)
+	{
+		HeaderSlot *slot = HeaderCacheLookup(&parts);
+		const char *member_id;
+
+		if (slot != NULL && (key = CachedSignerKey(slot->digest, &member_id)) != NULL)
+			alg = slot->alg;
+	}
+
+	if (key == NULL)
+		alg = JwsCheckHeader(&parts, pubkey, &key);
 
 	/* the signature */
 	sig = Base64UrlDecode(parts.signature, parts.signature_len, &siglen);
@@ -772,7 +910,6 @@ JwsVerify(text *t, EVP_PKEY *pubkey)
 				 errmsg("JWS signature is not valid"),
 				 errdetail("The signature does not match the protected header and payload under the signer's %s key.",
 						   JwsAlgName(alg))));
-	json_decref(h);
 
 	raw = Base64UrlDecode(parts.payload, parts.payload_len, &rawlen);
 	if (raw == NULL)

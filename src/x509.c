@@ -546,20 +546,43 @@ VerifyChain(STACK_OF(X509) *chain, const char **member_id)
 }
 
 /*
+ * CachedSignerKey - the key of a chain validated before, by the digest that
+ * TrustedSignerKey() reported, if it is still cached and within its dates;
+ * otherwise NULL.  The key is owned by the cache.
+ */
+EVP_PKEY *
+CachedSignerKey(const unsigned char *digest, const char **member_id)
+{
+	ChainCacheEntry *entry;
+	time_t		now;
+
+	/* the store is loaded first: loading it may invalidate the cache */
+	LoadTrustStore();
+	if (chain_cache == NULL)
+		return NULL;
+	entry = hash_search(chain_cache, digest, HASH_FIND, NULL);
+	now = time(NULL);
+	if (entry == NULL || now < entry->not_before || now > entry->not_after)
+		return NULL;
+	*member_id = entry->member_id;
+	return entry->pkey;
+}
+
+/*
  * TrustedSignerKey - public key of the signer whose chain is given as the
  * base64 DER strings of a JWS "x5c" header, after checking the chain (from
  * the cache when it was checked before and is still within its dates).
  * The returned key is owned by the cache: do not free it.  Sets *member_id
- * to the member id named by the leaf certificate.
+ * to the member id named by the leaf certificate, and digest (32 bytes) to
+ * the chain's cache key for CachedSignerKey().
  */
 EVP_PKEY *
-TrustedSignerKey(const char **x5c, const size_t *lens, int n, const char **member_id)
+TrustedSignerKey(const char **x5c, const size_t *lens, int n, const char **member_id,
+				 unsigned char *digest)
 {
-	unsigned char digest[32];
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	ChainCacheEntry *entry;
 	bool		found;
-	time_t		now = time(NULL);
 	STACK_OF(X509) *chain;
 	EVP_PKEY   *pkey;
 	char	   *mid;
@@ -581,21 +604,16 @@ TrustedSignerKey(const char **x5c, const size_t *lens, int n, const char **membe
 	EVP_DigestFinal_ex(md, digest, NULL);
 	EVP_MD_CTX_free(md);
 
-	/* the store is loaded first: loading it may invalidate the cache */
-	LoadTrustStore();
+	pkey = CachedSignerKey(digest, member_id);
+	if (pkey != NULL)
+		return pkey;
 	if (chain_cache == NULL)
 	{
 		HASHCTL		ctl;
 
-		ctl.keysize = sizeof(digest);
+		ctl.keysize = 32;
 		ctl.entrysize = sizeof(ChainCacheEntry);
 		chain_cache = hash_create("interop chain cache", 64, &ctl, HASH_ELEM | HASH_BLOBS);
-	}
-	entry = hash_search(chain_cache, digest, HASH_FIND, NULL);
-	if (entry != NULL && now >= entry->not_before && now <= entry->not_after)
-	{
-		*member_id = entry->member_id;
-		return entry->pkey;
 	}
 
 	/* decode and walk the chain */
@@ -643,7 +661,7 @@ TrustedSignerKey(const char **x5c, const size_t *lens, int n, const char **membe
 		{
 			HASHCTL		ctl;
 
-			ctl.keysize = sizeof(digest);
+			ctl.keysize = 32;
 			ctl.entrysize = sizeof(ChainCacheEntry);
 			chain_cache = hash_create("interop chain cache", 64, &ctl, HASH_ELEM | HASH_BLOBS);
 		}
