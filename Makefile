@@ -4,6 +4,7 @@
 #   make install    install into the PostgreSQL that pg_config names
 #   make check      install missing packages, build, install, run every suite
 #   make demo       the end-to-end demonstration (scripts/demo)
+#   make valgrind   pg_regress with the server under valgrind (after make install)
 
 EXTENSION = interop
 EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))interop.control)
@@ -23,15 +24,17 @@ REGRESS_OPTS = --load-extension=interop
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out
 
-ifneq ($(filter check demo deps,$(MAKECMDGOALS)),)
+ifneq ($(filter check demo deps valgrind,$(MAKECMDGOALS)),)
 # These goals must work before the build dependencies (pg_config) exist.
-.PHONY: check demo deps
+.PHONY: check demo deps valgrind
 check:
 	@scripts/check
 demo:
 	@scripts/demo
 deps:
 	@scripts/install-deps
+valgrind:
+	@test/valgrind
 else
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
