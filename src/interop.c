@@ -89,3 +89,18 @@ interop_invalidate_cache(PG_FUNCTION_ARGS)
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }
+
+PG_FUNCTION_INFO_V1(interop_calling_role);
+/*
+ * interop_calling_role - the role in effect in the session (after SET ROLE).
+ * Inside a SECURITY DEFINER function current_user is the definer; the admin
+ * history needs the role that made the change.
+ */
+Datum
+interop_calling_role(PG_FUNCTION_ARGS)
+{
+	Name		result = palloc0(NAMEDATALEN);
+
+	strlcpy(NameStr(*result), GetUserNameFromId(GetOuterUserId(), false), NAMEDATALEN);
+	PG_RETURN_NAME(result);
+}

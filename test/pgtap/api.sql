@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(40);
+SELECT plan(52);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -54,8 +54,9 @@ SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
 
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
-              ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl'],
-              'node, trust_anchor and crl are dumped by pg_dump');
+              ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.service',
+                    'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq'],
+              'configuration, services, grants and their history are dumped by pg_dump');
 
 -- opclasses for indexes and hash joins
 SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
@@ -65,6 +66,20 @@ SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
 
 -- the key file GUC is reserved to superusers
 SELECT is((SELECT context FROM pg_settings WHERE name = 'interop.key_file'), 'sighup', 'interop.key_file is set in the server configuration');
+
+-- publishing: SECURITY INVOKER on purpose (the publisher's privileges), admin only
+SELECT function_returns('interop', 'publish', ARRAY['text', 'regclass', 'text[]', 'text', 'boolean', 'integer', 'boolean', 'text'], 'void');
+SELECT function_returns('interop', 'unpublish', ARRAY['text'], 'void');
+SELECT function_returns('interop', 'grant_access', ARRAY['text', 'interop.member_id', 'text[]', 'text'], 'void');
+SELECT function_returns('interop', 'revoke_access', ARRAY['text', 'interop.member_id'], 'boolean');
+SELECT isnt_definer('interop', 'publish', ARRAY['text', 'regclass', 'text[]', 'text', 'boolean', 'integer', 'boolean', 'text']);
+SELECT is_definer('interop', 'admin_history_record', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'publish', ARRAY['text', 'regclass', 'text[]', 'text', 'boolean', 'integer', 'boolean', 'text'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'grant_access', ARRAY['text', 'interop.member_id', 'text[]', 'text'], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'calling_role', ARRAY[]::text[], 'public', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'admin_history', 'interop_admin', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'admin_history', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'access_grant', 'interop_user', ARRAY[]::text[]);
 
 SELECT * FROM finish();
 ROLLBACK;
