@@ -17,6 +17,7 @@
 #endif
 #include "utils/elog.h"
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -81,6 +82,9 @@ extern char *OpenSSLErrorText(void);
 extern void OwnEVPKey(EVP_PKEY *pkey);
 extern void OwnX509(X509 *cert);
 extern void OwnX509Stack(STACK_OF(X509) *certs);
+extern BIO *NewMemBio(void);
+extern char *MemBioText(BIO *bio);
+extern char *CertificatePEM(X509 *cert);
 extern STACK_OF(X509) *ParseCertificatesPEM(const char *pem, const char *what);
 extern char *CertificateMemberId(X509 *cert);
 extern EVP_PKEY *VerifyChain(STACK_OF(X509) *chain, const char **member_id);

@@ -339,20 +339,14 @@ GenerateKey(JwsAlg alg)
 static char *
 PublicKeyPEM(EVP_PKEY *key)
 {
-	BIO		   *bio = BIO_new(BIO_s_mem());
-	char	   *data;
-	long		len;
-	char	   *result;
+	BIO		   *bio = NewMemBio();
 
-	if (bio == NULL || !PEM_write_bio_PUBKEY(bio, key))
+	if (!PEM_write_bio_PUBKEY(bio, key))
 	{
 		BIO_free(bio);
 		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not encode the public key", NULL);
 	}
-	len = BIO_get_mem_data(bio, &data);
-	result = pnstrdup(data, len);
-	BIO_free(bio);
-	return result;
+	return MemBioText(bio);
 }
 
 PG_FUNCTION_INFO_V1(interop_init_node);
@@ -438,9 +432,6 @@ interop_certificate_request(PG_FUNCTION_ARGS)
 	X509_REQ   *req;
 	X509_NAME  *name;
 	BIO		   *bio;
-	char	   *data;
-	long		len;
-	text	   *result;
 	bool		ok;
 
 	ERR_clear_error();
@@ -461,11 +452,8 @@ interop_certificate_request(PG_FUNCTION_ARGS)
 		X509_REQ_free(req);
 		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not create the certificate request", NULL);
 	}
-	len = BIO_get_mem_data(bio, &data);
-	result = cstring_to_text_with_len(data, len);
-	BIO_free(bio);
 	X509_REQ_free(req);
-	PG_RETURN_TEXT_P(result);
+	PG_RETURN_TEXT_P(cstring_to_text(MemBioText(bio)));
 }
 
 PG_FUNCTION_INFO_V1(interop_install_certificate);
@@ -515,20 +503,7 @@ interop_install_certificate(PG_FUNCTION_ARGS)
 	/* store the chain re-encoded, one PEM block per certificate */
 	initStringInfo(&out);
 	for (int i = 0; i < sk_X509_num(chain); i++)
-	{
-		BIO		   *bio = BIO_new(BIO_s_mem());
-		char	   *data;
-		long		len;
-
-		if (bio == NULL || !PEM_write_bio_X509(bio, sk_X509_value(chain, i)))
-		{
-			BIO_free(bio);
-			OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not encode a certificate", NULL);
-		}
-		len = BIO_get_mem_data(bio, &data);
-		appendBinaryStringInfo(&out, data, len);
-		BIO_free(bio);
-	}
+		appendStringInfoString(&out, CertificatePEM(sk_X509_value(chain, i)));
 
 	values[0] = CStringGetTextDatum(out.data);
 	values[1] = TimestampTzGetDatum(time_t_to_timestamptz(na));

@@ -144,6 +144,29 @@ OwnX509Stack(STACK_OF(X509) *certs)
 	OwnWith(certs, FreeX509StackCallback);
 }
 
+/* NewMemBio - an empty memory BIO, or an ERROR */
+BIO *
+NewMemBio(void)
+{
+	BIO		   *bio = BIO_new(BIO_s_mem());
+
+	if (bio == NULL)
+		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "out of memory", NULL);
+	return bio;
+}
+
+/* MemBioText - what was written to a memory BIO, palloc'd; frees the BIO */
+char *
+MemBioText(BIO *bio)
+{
+	char	   *data;
+	long		len = BIO_get_mem_data(bio, &data);
+	char	   *result = pnstrdup(data, len);
+
+	BIO_free(bio);
+	return result;
+}
+
 /*
  * ParseCertificatesPEM - every certificate of a PEM bundle, in order; owned
  * by the current memory context.  "what" names the input in errors.
@@ -398,21 +421,15 @@ Asn1TimeToTimeT(const ASN1_TIME *t)
 static char *
 Asn1TimeText(const ASN1_TIME *t)
 {
-	BIO		   *bio = BIO_new(BIO_s_mem());
-	char	   *data;
-	long		len;
-	char	   *result;
+	BIO		   *bio = NewMemBio();
 
-	if (bio == NULL || !ASN1_TIME_print(bio, t))
+	if (!ASN1_TIME_print(bio, t))
 	{
 		BIO_free(bio);
 		ERR_clear_error();
 		return pstrdup("(unknown)");
 	}
-	len = BIO_get_mem_data(bio, &data);
-	result = pnstrdup(data, len);
-	BIO_free(bio);
-	return result;
+	return MemBioText(bio);
 }
 
 /*
@@ -695,23 +712,17 @@ CertificateFingerprint(X509 *cert)
 }
 
 /* CertificatePEM - a certificate in PEM form, palloc'd */
-static char *
+char *
 CertificatePEM(X509 *cert)
 {
-	BIO		   *bio = BIO_new(BIO_s_mem());
-	char	   *data;
-	long		len;
-	char	   *result;
+	BIO		   *bio = NewMemBio();
 
-	if (bio == NULL || !PEM_write_bio_X509(bio, cert))
+	if (!PEM_write_bio_X509(bio, cert))
 	{
 		BIO_free(bio);
 		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not encode a certificate", NULL);
 	}
-	len = BIO_get_mem_data(bio, &data);
-	result = pnstrdup(data, len);
-	BIO_free(bio);
-	return result;
+	return MemBioText(bio);
 }
 
 /* TimestampFromAsn1 - an ASN1_TIME as a timestamptz datum */
@@ -852,8 +863,6 @@ interop_add_crl(PG_FUNCTION_ARGS)
 		TimestampFromAsn1(X509_CRL_get0_nextUpdate(crl)) : (Datum) 0;
 	{
 		BIO		   *out = BIO_new(BIO_s_mem());
-		char	   *data;
-		long		len;
 
 		if (out == NULL || !PEM_write_bio_X509_CRL(out, crl))
 		{
@@ -861,9 +870,7 @@ interop_add_crl(PG_FUNCTION_ARGS)
 			X509_CRL_free(crl);
 			OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not encode a CRL", NULL);
 		}
-		len = BIO_get_mem_data(out, &data);
-		crl_pem = pnstrdup(data, len);
-		BIO_free(out);
+		crl_pem = MemBioText(out);
 	}
 	X509_CRL_free(crl);
 	values[3] = CStringGetTextDatum(crl_pem);
