@@ -10,7 +10,7 @@ EXTENSION = interop
 EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))interop.control)
 
 MODULE_big = interop
-OBJS = src/interop.o src/member_id.o src/jws.o src/keys.o src/x509.o
+OBJS = src/interop.o src/member_id.o src/jws.o src/keys.o src/x509.o src/publish.o
 
 # the install script is assembled from the parts beside the C, in this order
 SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql

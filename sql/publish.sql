@@ -66,10 +66,65 @@ UPDATE interop.admin_history SET role = 'nobody';
 INSERT INTO interop.admin_history (role, session_role, object, action) VALUES ('x', 'x', 'x', 'x');
 RESET ROLE;
 
+-- dry_run: what the gateway would answer, run with the publisher's privileges
+RESET ROLE;
+INSERT INTO registry.person VALUES
+    ('38001010000', 'Bat', '1980-01-01', 'Ulaanbaatar, 1st khoroo', 'do not share'),
+    ('38001010001', 'Dorj', '1980-01-02', 'Darkhan', 'do not share'),
+    ('38001010002', 'Sarnai', '1980-01-03', E'Erdenet\n"quoted"', NULL);
+CREATE TABLE registry.vehicle (plate text, owner_id text, seats int, registered date);
+INSERT INTO registry.vehicle SELECT 'UB' || i, '38001010000', 2 + i % 5, date '2020-01-01' + i FROM generate_series(1, 30) i;
+GRANT SELECT ON registry.vehicle TO regress_registrar;
+SET ROLE regress_registrar;
+SELECT interop.publish('vehicles', 'registry.vehicle', filter_columns => '{owner_id,seats}', max_rows => 5);
+SELECT interop.publish('address_open', 'registry.person_address', filter_columns => '{id}');
+SELECT interop.grant_access('vehicles', 'MN/GOV/2000001/tax', '{tax assessment}');
+SELECT interop.grant_access('address_open', 'MN/GOV/2000001/tax');
+
+SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', '{"id":"38001010000"}');
+SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', '{"id":"38001010002"}') -> 'rows';
+SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', '{"id":"nobody"}');
+-- more rows than max_rows: truncated
+SELECT jsonb_array_length(a->'rows') AS rows, a->'truncated' AS truncated
+FROM interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"owner_id":"38001010000"}', 'tax assessment') AS a;
+-- numbers are bound to the column's type
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"owner_id":"38001010000","seats":3}', 'tax assessment') -> 'rows';
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"seats":"3"}', 'tax assessment') -> 'rows' -> 0;
+
+-- refusals, each with the wire status and code the gateway would send
+SELECT interop.dry_run('no_such', 'MN/GOV/2000001/tax');
+SELECT interop.dry_run('address_open', 'MN/GOV/9999999/stranger', '{"id":"38001010000"}');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"owner_id":"38001010000"}');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"owner_id":"38001010000"}', 'marketing');
+-- consent records come with the consent issue; until then no subject has one
+SELECT interop.publish('address_consent', 'registry.person_address', filter_columns => '{id}',
+                       subject_column => 'id', requires_consent => true);
+SELECT interop.grant_access('address_consent', 'MN/GOV/2000001/tax');
+SELECT interop.dry_run('address_consent', 'MN/GOV/2000001/tax', '{"id":"38001010000"}', 'tax assessment');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"plate":"UB1"}', 'tax assessment');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"seats":"three"}', 'tax assessment');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"seats":99999999999}', 'tax assessment');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"seats":null}', 'tax assessment');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"seats":[1,2]}', 'tax assessment');
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '[1]', 'tax assessment');
+-- SQL in values is only ever a value
+SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', $${"id":"x' OR '1'='1"}$$);
+SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', $${"id; DROP TABLE registry.person; --":"1"}$$);
+RESET ROLE;
+SELECT count(*) AS persons_still_there FROM registry.person;
+-- only the publisher may dry-run its service
+SET ROLE regress_clerk;
+SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{}', 'tax assessment');
+RESET ROLE;
+SET ROLE regress_registrar;
+
 -- unpublish removes the grants; the history keeps everything
 SET ROLE regress_registrar;
 SELECT interop.unpublish('person_address');
 SELECT interop.unpublish('person_address');
+SELECT interop.unpublish('vehicles');
+SELECT interop.unpublish('address_open');
+SELECT interop.unpublish('address_consent');
 SELECT count(*) AS grants_left FROM interop.access_grant;
 RESET ROLE;
 SET ROLE regress_reader;
@@ -78,7 +133,13 @@ SELECT role, object, action,
        coalesce(new_value, old_value)->>'consumer' AS consumer,
        old_value->>'max_rows' AS old_rows, new_value->>'max_rows' AS new_rows,
        new_value->>'owner' AS new_owner
-FROM interop.admin_history ORDER BY id;
+FROM interop.admin_history WHERE coalesce(new_value, old_value)->>'service' IS DISTINCT FROM 'vehicles'
+  AND coalesce(new_value, old_value)->>'name' IS DISTINCT FROM 'vehicles'
+  AND coalesce(new_value, old_value)->>'service' IS DISTINCT FROM 'address_open'
+  AND coalesce(new_value, old_value)->>'name' IS DISTINCT FROM 'address_open'
+  AND coalesce(new_value, old_value)->>'service' IS DISTINCT FROM 'address_consent'
+  AND coalesce(new_value, old_value)->>'name' IS DISTINCT FROM 'address_consent'
+ORDER BY id;
 SELECT interop.publish('y', 'registry.person_address');
 RESET ROLE;
 

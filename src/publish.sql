@@ -250,3 +250,12 @@ GRANT EXECUTE ON FUNCTION interop.publish(text, regclass, text[], text, bool, in
 GRANT SELECT, INSERT, UPDATE, DELETE ON interop.service, interop.access_grant TO interop_admin;
 GRANT SELECT ON interop.service, interop.access_grant, interop.admin_history TO interop_auditor;
 GRANT SELECT ON interop.admin_history TO interop_admin;
+
+CREATE FUNCTION interop.dry_run(service text, consumer interop.member_id, params jsonb DEFAULT '{}',
+                                purpose text DEFAULT NULL) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'interop_dry_run' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, interop;   -- SECURITY INVOKER: it checks that the caller is the publisher
+COMMENT ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) IS
+    'what the gateway would answer this consumer (columns, rows, truncated), or the refusal; for the service''s publisher';
+REVOKE ALL ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) TO interop_admin;

@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(52);
+SELECT plan(55);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -80,6 +80,10 @@ SELECT function_privs_are('interop', 'calling_role', ARRAY[]::text[], 'public', 
 SELECT table_privs_are('interop', 'admin_history', 'interop_admin', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'admin_history', 'interop_auditor', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'access_grant', 'interop_user', ARRAY[]::text[]);
+
+SELECT function_returns('interop', 'dry_run', ARRAY['text', 'interop.member_id', 'jsonb', 'text'], 'jsonb');
+SELECT isnt_definer('interop', 'dry_run', ARRAY['text', 'interop.member_id', 'jsonb', 'text']);
+SELECT function_privs_are('interop', 'dry_run', ARRAY['text', 'interop.member_id', 'jsonb', 'text'], 'interop_user', ARRAY[]::text[]);
 
 SELECT * FROM finish();
 ROLLBACK;
