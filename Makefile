@@ -13,13 +13,13 @@ MODULE_big = interop
 OBJS = src/interop.o src/member_id.o src/jws.o src/keys.o src/x509.o src/publish.o
 
 # the install script is assembled from the parts beside the C, in this order
-SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql
+SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql src/client.sql
 DATA_built = interop--$(EXTVERSION).sql
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK = -lssl -lcrypto -ljansson
 
-REGRESS = member_id jws keys signatures privileges publish
+REGRESS = member_id jws keys signatures privileges publish peers
 REGRESS_OPTS = --load-extension=interop
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out

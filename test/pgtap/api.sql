@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(55);
+SELECT plan(58);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -55,7 +55,7 @@ SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
               ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.service',
-                    'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq'],
+                    'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer'],
               'configuration, services, grants and their history are dumped by pg_dump');
 
 -- opclasses for indexes and hash joins
@@ -84,6 +84,10 @@ SELECT table_privs_are('interop', 'access_grant', 'interop_user', ARRAY[]::text[
 SELECT function_returns('interop', 'dry_run', ARRAY['text', 'interop.member_id', 'jsonb', 'text'], 'jsonb');
 SELECT isnt_definer('interop', 'dry_run', ARRAY['text', 'interop.member_id', 'jsonb', 'text']);
 SELECT function_privs_are('interop', 'dry_run', ARRAY['text', 'interop.member_id', 'jsonb', 'text'], 'interop_user', ARRAY[]::text[]);
+
+SELECT function_privs_are('interop', 'add_peer', ARRAY['interop.member_id', 'text'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'add_peer', ARRAY['interop.member_id', 'text'], 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'peer', 'interop_user', ARRAY['SELECT']);
 
 SELECT * FROM finish();
 ROLLBACK;
