@@ -112,6 +112,18 @@ SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', $${"id":"x' OR '1'=
 SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', $${"id; DROP TABLE registry.person; --":"1"}$$);
 RESET ROLE;
 SELECT count(*) AS persons_still_there FROM registry.person;
+-- a dropped source: the service stays (regclass records no dependency) and refuses with 500
+CREATE TABLE registry.scratch (k text);
+GRANT SELECT ON registry.scratch TO regress_registrar;
+SET ROLE regress_registrar;
+SELECT interop.publish('scratch', 'registry.scratch', filter_columns => '{k}');
+SELECT interop.grant_access('scratch', 'MN/GOV/2000001/tax');
+RESET ROLE;
+DROP TABLE registry.scratch;
+SET ROLE regress_registrar;
+SELECT interop.dry_run('scratch', 'MN/GOV/2000001/tax');
+SELECT interop.unpublish('scratch');
+RESET ROLE;
 -- only the publisher may dry-run its service
 SET ROLE regress_clerk;
 SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{}', 'tax assessment');
@@ -139,6 +151,8 @@ FROM interop.admin_history WHERE coalesce(new_value, old_value)->>'service' IS D
   AND coalesce(new_value, old_value)->>'name' IS DISTINCT FROM 'address_open'
   AND coalesce(new_value, old_value)->>'service' IS DISTINCT FROM 'address_consent'
   AND coalesce(new_value, old_value)->>'name' IS DISTINCT FROM 'address_consent'
+  AND coalesce(new_value, old_value)->>'service' IS DISTINCT FROM 'scratch'
+  AND coalesce(new_value, old_value)->>'name' IS DISTINCT FROM 'scratch'
 ORDER BY id;
 SELECT interop.publish('y', 'registry.person_address');
 RESET ROLE;

@@ -27,6 +27,7 @@
  */
 #include "interop.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
@@ -365,9 +366,10 @@ RunServiceQuery(const Service *svc, BoundFilter *filters, int nfilters, ServiceA
 	int			ncols = 0;
 
 	/* the columns, from the catalog */
-	rel = RelationIdGetRelation(svc->source);
-	if (!RelationIsValid(rel))
-		return Refuse(refusal, 500, "internal_error", "the source of service \"%s\" is gone", svc->name);
+	rel = try_relation_open(svc->source, AccessShareLock);
+	if (rel == NULL)
+		return Refuse(refusal, 500, "internal_error",
+					  "the source of service \"%s\" was dropped", svc->name);
 	desc = RelationGetDescr(rel);
 	ans->column_names = palloc(sizeof(char *) * Max(desc->natts, 1));
 	ans->column_types = palloc(sizeof(char *) * Max(desc->natts, 1));
@@ -391,7 +393,7 @@ RunServiceQuery(const Service *svc, BoundFilter *filters, int nfilters, ServiceA
 	appendStringInfo(&sql, ") FROM %s AS t",
 					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 												RelationGetRelationName(rel)));
-	RelationClose(rel);
+	relation_close(rel, NoLock);
 
 	for (int i = 0; i < nfilters; i++)
 	{
