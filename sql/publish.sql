@@ -112,18 +112,20 @@ SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', $${"id":"x' OR '1'=
 SELECT interop.dry_run('address_open', 'MN/GOV/2000001/tax', $${"id; DROP TABLE registry.person; --":"1"}$$);
 RESET ROLE;
 SELECT count(*) AS persons_still_there FROM registry.person;
--- a dropped source: the service stays (regclass records no dependency) and refuses with 500
+-- a published source cannot be dropped, directly or by CASCADE
 CREATE TABLE registry.scratch (k text);
 GRANT SELECT ON registry.scratch TO regress_registrar;
 SET ROLE regress_registrar;
 SELECT interop.publish('scratch', 'registry.scratch', filter_columns => '{k}');
-SELECT interop.grant_access('scratch', 'MN/GOV/2000001/tax');
 RESET ROLE;
 DROP TABLE registry.scratch;
+DROP SCHEMA registry CASCADE;
+ALTER TABLE registry.scratch RENAME TO scratch2;
 SET ROLE regress_registrar;
-SELECT interop.dry_run('scratch', 'MN/GOV/2000001/tax');
+SELECT source FROM interop.service WHERE name = 'scratch';
 SELECT interop.unpublish('scratch');
 RESET ROLE;
+DROP TABLE registry.scratch2;
 -- only the publisher may dry-run its service
 SET ROLE regress_clerk;
 SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{}', 'tax assessment');

@@ -259,3 +259,29 @@ COMMENT ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) IS
     'what the gateway would answer this consumer (columns, rows, truncated), or the refusal; for the service''s publisher';
 REVOKE ALL ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) TO interop_admin;
+
+-- A published source cannot be dropped from under its service: regclass
+-- records no dependency, so an sql_drop event trigger refuses the drop.
+CREATE FUNCTION interop.refuse_drop_of_published_source() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
+DECLARE
+    svc record;
+BEGIN
+    -- while the extension itself is being dropped there is nothing to protect
+    IF to_regclass('interop.service') IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT s.name, d.object_identity INTO svc
+    FROM pg_event_trigger_dropped_objects() d
+    JOIN interop.service s ON s.source::oid = d.objid
+    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot drop "%": it is published as service "%"', svc.object_identity, svc.name
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = format('Run SELECT interop.unpublish(%L) first.', svc.name);
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER interop_published_source_drop ON sql_drop
+    EXECUTE FUNCTION interop.refuse_drop_of_published_source();
