@@ -262,8 +262,10 @@ GRANT EXECUTE ON FUNCTION interop.dry_run(text, interop.member_id, jsonb, text) 
 
 -- A published source cannot be dropped from under its service: regclass
 -- records no dependency, so an sql_drop event trigger refuses the drop.
+-- It runs for every DROP by any role, hence SECURITY DEFINER: the dropping
+-- role need not be able to read interop.service.
 CREATE FUNCTION interop.refuse_drop_of_published_source() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 DECLARE
     svc record;
 BEGIN
@@ -283,5 +285,6 @@ BEGIN
     END IF;
 END
 $$;
+REVOKE ALL ON FUNCTION interop.refuse_drop_of_published_source() FROM PUBLIC;
 CREATE EVENT TRIGGER interop_published_source_drop ON sql_drop
     EXECUTE FUNCTION interop.refuse_drop_of_published_source();
