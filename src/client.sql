@@ -86,3 +86,84 @@ REVOKE ALL ON FUNCTION interop.add_peer(interop.member_id, text), interop.remove
 GRANT EXECUTE ON FUNCTION interop.add_peer(interop.member_id, text), interop.remove_peer(interop.member_id) TO interop_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON interop.peer TO interop_admin;
 GRANT SELECT ON interop.peer TO interop_user, interop_auditor;
+
+-- interop.query: call a peer's service; one jsonb object per row
+CREATE FUNCTION interop.query(provider interop.member_id, service text, params jsonb DEFAULT '{}',
+                              purpose text DEFAULT NULL) RETURNS SETOF jsonb
+    AS 'MODULE_PATHNAME', 'interop_query' LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.query(interop.member_id, text, jsonb, text) IS
+    'calls a service of a peer over HTTPS, verifies the signed answer, returns one jsonb object per row';
+
+-- interop.catalog: the services a peer grants this node (its signed catalog, verified)
+CREATE FUNCTION interop.catalog(provider interop.member_id) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'interop_catalog' LANGUAGE C VOLATILE STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.catalog(interop.member_id) IS
+    'the services a peer grants this node, from its signed catalog: names, columns, filters, purposes';
+
+-- interop.import_service: a typed local function for a remote service
+CREATE FUNCTION interop.import_service(provider interop.member_id, service text,
+                                       local_schema name DEFAULT NULL) RETURNS regprocedure
+LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
+DECLARE
+    svc jsonb;
+    col jsonb;
+    f text;
+    typ text;
+    args text[] := '{}';
+    pairs text[] := '{}';
+    outcols text[] := '{}';
+    reccols text[] := '{}';
+    target name := coalesce(local_schema, current_schema());
+    sig text;
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'no schema to create the function in'
+            USING ERRCODE = 'invalid_schema_name', HINT = 'Pass local_schema.';
+    END IF;
+    SELECT s INTO svc FROM jsonb_array_elements(interop.catalog(provider)) s WHERE s->>'name' = service;
+    IF svc IS NULL THEN
+        RAISE EXCEPTION 'peer % has no service "%" for this node', provider, service
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('See SELECT jsonb_pretty(interop.catalog(%L)); the provider grants access with interop.grant_access().', provider);
+    END IF;
+    -- a type unknown here (a domain or enum of the provider) arrives as text
+    FOR col IN SELECT * FROM jsonb_array_elements(svc->'columns') LOOP
+        typ := coalesce(to_regtype(col->>'type')::text, 'text');
+        outcols := outcols || format('%I %s', col->>'name', typ);
+        reccols := reccols || format('%I %s', col->>'name', typ);
+    END LOOP;
+    FOR f IN SELECT jsonb_array_elements_text(svc->'filters') LOOP
+        SELECT coalesce(to_regtype(c->>'type')::text, 'text') INTO typ
+        FROM jsonb_array_elements(svc->'columns') c WHERE c->>'name' = f;
+        args := args || format('%I %s DEFAULT NULL', f, typ);
+        pairs := pairs || format('%L, %I', f, f);
+    END LOOP;
+    args := args || 'purpose text DEFAULT NULL'::text;
+    sig := format('%I.%I', target, service);
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %s(%s) RETURNS TABLE (%s)
+        LANGUAGE sql VOLATILE AS $body$
+            SELECT r.* FROM interop.query(%L::interop.member_id, %L,
+                pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(%s)), purpose) AS q,
+                pg_catalog.jsonb_to_record(q) AS r(%s)
+        $body$ $f$,
+        sig, array_to_string(args, ', '), array_to_string(outcols, ', '),
+        provider, service, array_to_string(pairs, ', '), array_to_string(reccols, ', '));
+    EXECUTE format('COMMENT ON FUNCTION %s IS %L', (SELECT format('%s(%s)', sig,
+        (SELECT string_agg(split_part(a, ' ', 2), ', ') FROM unnest(args) a))),
+        format('service %s of %s (imported by interop.import_service)', service, provider));
+    RETURN to_regprocedure(format('%s(%s)', sig,
+        (SELECT string_agg(regexp_replace(a, '^\S+ (.*?)( DEFAULT NULL)?$', '\1'), ', ') FROM unnest(args) a)));
+END
+$$;
+COMMENT ON FUNCTION interop.import_service(interop.member_id, text, name) IS
+    'creates local_schema.service(filters..., purpose) RETURNS TABLE(...) from the peer''s signed catalog';
+
+REVOKE ALL ON FUNCTION interop.query(interop.member_id, text, jsonb, text),
+                       interop.catalog(interop.member_id),
+                       interop.import_service(interop.member_id, text, name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.query(interop.member_id, text, jsonb, text),
+                          interop.catalog(interop.member_id),
+                          interop.import_service(interop.member_id, text, name) TO interop_user;

@@ -15,8 +15,12 @@
  */
 #include "interop.h"
 
+#include <ctype.h>
+#include <limits.h>
+
 #include "commands/trigger.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
@@ -27,15 +31,56 @@
 PG_MODULE_MAGIC;
 
 char	   *interop_key_file = NULL;
+char	   *interop_database = NULL;
+char	   *interop_listen_addresses = NULL;
+int			interop_port = 8443;
+int			interop_gateway_workers = 2;
+bool		interop_tls = true;
+char	   *interop_tls_cert_file = NULL;
+char	   *interop_tls_key_file = NULL;
+bool		interop_require_client_cert = true;
+int			interop_request_timeout = 30000;
+int			interop_max_clock_skew = 300;
+int			interop_max_request_size = 1024 * 1024;
+int			interop_max_response_size = 64 * 1024 * 1024;
+
+/* CheckListenAddresses - "*" or a comma-separated list of host names or addresses */
+static bool
+CheckListenAddresses(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	if (p == NULL || *p == '\0')
+		return true;			/* empty: the gateway listens nowhere */
+	for (; *p; p++)
+	{
+		if (!(isalnum((unsigned char) *p) || strchr(".-:,* []", *p) != NULL))
+		{
+			GUC_check_errdetail("Character \"%c\" cannot appear in a host name or address list.", *p);
+			GUC_check_errhint("Use \"*\", or host names and IP addresses separated by commas.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* bumped whenever the trust store or the node identity is dropped */
+uint64		interop_identity_generation = 0;
 
 /* InteropRelcacheCallback - drop caches built from a table that changed */
 static void
 InteropRelcacheCallback(Datum arg, Oid relid)
 {
 	if (TrustRelationsChanged(relid))
+	{
 		InvalidateTrustCache();
+		interop_identity_generation++;
+	}
 	if (NodeRelationChanged(relid))
+	{
 		InvalidateNodeCache();
+		interop_identity_generation++;
+	}
 }
 
 /* JanssonAlloc - jansson allocates in the current memory context */
@@ -57,6 +102,13 @@ JanssonFree(void *ptr)
 void
 _PG_init(void)
 {
+	/*
+	 * Settings of the workers are fixed at server start when the library is
+	 * preloaded.  Loaded later (no workers), PostgreSQL refuses to create
+	 * PGC_POSTMASTER settings, so they are defined reloadable, for SHOW.
+	 */
+	GucContext	startup = process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP;
+
 	DefineCustomStringVariable("interop.key_file",
 							   "Path of the node's private key file.",
 							   "Relative paths are relative to the data directory.",
@@ -66,7 +118,118 @@ _PG_init(void)
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("interop.database",
+							   "Database in which the workers run (where CREATE EXTENSION interop was run).",
+							   NULL,
+							   &interop_database,
+							   "postgres",
+							   startup,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("interop.listen_addresses",
+							   "Addresses the HTTPS gateway listens on.",
+							   "A comma-separated list of host names or IP addresses; \"*\" for all; empty for none.",
+							   &interop_listen_addresses,
+							   "127.0.0.1",
+							   startup,
+							   GUC_LIST_INPUT,
+							   CheckListenAddresses, NULL, NULL);
+
+	DefineCustomIntVariable("interop.port",
+							"TCP port of the HTTPS gateway.",
+							NULL,
+							&interop_port,
+							8443, 1, 65535,
+							startup,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.gateway_workers",
+							"Number of gateway worker processes (0 disables the gateway).",
+							"Each has its own listening socket on the same port (SO_REUSEPORT).",
+							&interop_gateway_workers,
+							2, 0, 64,
+							startup,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("interop.tls",
+							 "Whether the gateway speaks TLS.",
+							 "Turn it off only behind a TLS-terminating proxy: without TLS the gateway cannot check client certificates.",
+							 &interop_tls,
+							 true,
+							 startup,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("interop.tls_cert_file",
+							   "PEM certificate chain of the gateway (leaf first).",
+							   "Empty: the node certificate chain installed with interop.install_certificate().",
+							   &interop_tls_cert_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("interop.tls_key_file",
+							   "PEM private key of the gateway certificate.",
+							   "Empty: the node key (interop.key_file).",
+							   &interop_tls_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("interop.require_client_cert",
+							 "Whether the gateway requires a client certificate that chains to a trust anchor.",
+							 "With it, the certificate must name the member id that signed the request.",
+							 &interop_require_client_cert,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.request_timeout",
+							"Longest time an exchange may take.",
+							"The consumer waits this long for an answer; the provider cancels a service query that runs longer.",
+							&interop_request_timeout,
+							30000, 100, 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.max_clock_skew",
+							"Largest clock difference accepted between nodes.",
+							"A message whose iat is further in the future, or whose exp is further in the past, is refused.",
+							&interop_max_clock_skew,
+							300, 0, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.max_request_size",
+							"Largest request body the gateway accepts.",
+							NULL,
+							&interop_max_request_size,
+							1024 * 1024, 1024, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.max_response_size",
+							"Largest response body a node sends or accepts.",
+							NULL,
+							&interop_max_response_size,
+							64 * 1024 * 1024, 1024, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("interop");
+
+	if (process_shared_preload_libraries_in_progress)
+		RegisterGatewayWorkers();
 
 	json_set_alloc_funcs(JanssonAlloc, JanssonFree);
 	CacheRegisterRelcacheCallback(InteropRelcacheCallback, (Datum) 0);

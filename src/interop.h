@@ -16,6 +16,8 @@
 #include "varatt.h"
 #endif
 #include "utils/elog.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -34,6 +36,18 @@
 #define ERRCODE_INTEROP_ALGORITHM_REFUSED		MAKE_SQLSTATE('I','X','0','0','5')
 #define ERRCODE_INTEROP_MEMBER_MISMATCH			MAKE_SQLSTATE('I','X','0','0','6')
 #define ERRCODE_INTEROP_KEY_MISMATCH			MAKE_SQLSTATE('I','X','0','0','7')
+#define ERRCODE_INTEROP_WRONG_AUDIENCE			MAKE_SQLSTATE('I','X','0','0','8')
+#define ERRCODE_INTEROP_INVALID_MESSAGE			MAKE_SQLSTATE('I','X','0','0','9')
+#define ERRCODE_INTEROP_CLOCK_SKEW				MAKE_SQLSTATE('I','X','0','1','0')
+#define ERRCODE_INTEROP_INVALID_RESPONSE		MAKE_SQLSTATE('I','X','0','1','1')
+
+/*
+ * A provider refused a request with a signed error: the SQLSTATE is "IX"
+ * followed by the HTTP status (IX400, IX401, IX403, IX404, IX409, IX413,
+ * IX429, IX500), the wire error code is in the detail.
+ */
+#define ERRCODE_INTEROP_PEER_STATUS(s) \
+	MAKE_SQLSTATE('I','X','0' + (s) / 100 % 10,'0' + (s) / 10 % 10,'0' + (s) % 10)
 
 /* the JWS algorithms interop signs and verifies */
 typedef enum JwsAlg
@@ -55,8 +69,101 @@ typedef struct NodeState
 	char	   *header_b64;		/* sign()'s protected header, built on use */
 } NodeState;
 
+/* a request after CheckRequest(): every claim verified (protocol.c) */
+typedef struct ExchangeRequest
+{
+	char	   *iss;			/* consumer member id, canonical: the signer */
+	char	   *aud;			/* this node */
+	char	   *svc;
+	Jsonb	   *params;			/* a JSON object */
+	char	   *purpose;		/* NULL when absent */
+	int64		iat;
+	int64		exp;
+	char	   *jti;			/* canonical lower-case UUID */
+	char	   *hash;			/* base64url SHA-256 of the request bytes */
+} ExchangeRequest;
+
+/* a request to a service, after the message itself was verified (publish.c) */
+typedef struct ServiceRequest
+{
+	const char *service;
+	const char *consumer;		/* canonical member id */
+	Jsonb	   *params;
+	const char *purpose;		/* may be NULL */
+} ServiceRequest;
+
+/* the answer: column names and types, rows as JSON arrays (publish.c) */
+typedef struct ServiceAnswer
+{
+	int			ncolumns;
+	char	  **column_names;
+	char	  **column_types;
+	int			nrows;
+	char	  **rows;			/* each a JSON array, as text */
+	bool		truncated;
+	char	   *legal_basis;	/* from the grant, for the log */
+	char	   *subject;		/* the subject column's filter value, for the log */
+} ServiceAnswer;
+
+/* why a request is refused; http_status 0 means not refused (publish.c) */
+typedef struct ServiceRefusal
+{
+	int			http_status;
+	const char *code;
+	char	   *message;
+} ServiceRefusal;
+
+/* one record of interop.message_log (msglog.c) */
+typedef struct ExchangeLog
+{
+	const char *direction;		/* "in" (served) or "out" (called) */
+	const char *peer;
+	const char *service;
+	const char *purpose;
+	const char *legal_basis;
+	const char *subject;
+	const char *jti;
+	const char *request_hash;
+	const char *request;
+	const char *response;
+	int			status;
+	const char *error_code;
+	const char *error_message;
+	int			row_count;		/* -1: none */
+	double		duration_ms;
+	const char *client;
+	int64		replay_of;		/* 0: none */
+	TimestampTz at;				/* 0: now */
+} ExchangeLog;
+
+/* the first answer logged for a request (msglog.c) */
+typedef struct LoggedAnswer
+{
+	int64		id;
+	char	   *request_hash;
+	int			status;
+	char	   *response;
+} LoggedAnswer;
+
+/* in gateway.c */
+extern void RegisterGatewayWorkers(void);
+extern PGDLLEXPORT void GatewayMain(Datum arg);
+
 /* in interop.c */
 extern char *interop_key_file;
+extern char *interop_database;
+extern char *interop_listen_addresses;
+extern int	interop_port;
+extern int	interop_gateway_workers;
+extern bool interop_tls;
+extern char *interop_tls_cert_file;
+extern char *interop_tls_key_file;
+extern bool interop_require_client_cert;
+extern int	interop_request_timeout;
+extern int	interop_max_clock_skew;
+extern int	interop_max_request_size;
+extern int	interop_max_response_size;
+extern uint64 interop_identity_generation;
 extern void _PG_init(void);
 
 /* in member_id.c */
@@ -70,11 +177,39 @@ extern unsigned char *Base64Decode(const char *data, size_t len, size_t *outlen)
 extern JwsAlg JwsAlgFromName(const char *name);
 extern const char *JwsAlgName(JwsAlg alg);
 extern void JwsAlgCheckKey(JwsAlg alg, EVP_PKEY *pkey);
+extern char *JwsSignJson(const char *json, size_t len);
+extern char *JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const char **signer,
+							  size_t *payload_len);
+
+/* in msglog.c */
+extern int64 LogExchange(const ExchangeLog *l);
+extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
+
+/* in protocol.c */
+extern char *RequestHash(const char *body, size_t len);
+extern char *NewJti(void);
+extern char *BuildRequest(const char *provider, const char *service, const char *params_json,
+						  const char *purpose, const char *jti, int64 lifetime);
+extern void CheckRequest(const char *body, size_t len, const char *tls_member,
+						 ExchangeRequest *req);
+extern char *BuildAnswer(const ExchangeRequest *req, const char *answer_json);
+extern char *BuildError(const char *aud, const char *jti, const char *req_hash,
+						const char *code, const char *message);
+extern Jsonb *CheckResponse(const char *body, size_t len, const char *provider,
+								   const char *jti, const char *req_hash,
+								   char **error_code, char **error_message);
+extern JsonbValue *ResponseClaim(Jsonb *jb, const char *key);
+extern void WireErrorFor(int sqlstate, int *status, const char **code);
 
 /* in keys.c */
 extern NodeState *GetNodeState(void);
 extern bool NodeRelationChanged(Oid relid);
 extern void InvalidateNodeCache(void);
+
+/* in publish.c */
+extern bool ServeRequest(const ServiceRequest *req, ServiceAnswer *ans, ServiceRefusal *refusal);
+extern char *AnswerJson(const ServiceAnswer *ans);
+extern char *CatalogJson(const char *consumer);
 
 /* in x509.c */
 extern void OpenSSLError(int sqlstate, const char *msg, const char *hint) pg_attribute_noreturn();
@@ -92,6 +227,8 @@ extern EVP_PKEY *VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, ti
 extern EVP_PKEY *TrustedSignerKey(const char **x5c, const size_t *lens, int n,
 								  const char **member_id, unsigned char *digest);
 extern EVP_PKEY *CachedSignerKey(const unsigned char *digest, const char **member_id);
+extern X509_STORE *LoadTrustStore(void);
+extern int	TrustVerifyCallback(int ok, X509_STORE_CTX *ctx);
 extern bool TrustRelationsChanged(Oid relid);
 extern void InvalidateTrustCache(void);
 

@@ -696,15 +696,15 @@ NodeHeader(NodeState *st)
 	return st->header_b64;
 }
 
-PG_FUNCTION_INFO_V1(interop_sign);
-/* interop_sign - sign a jsonb payload with the node key */
-Datum
-interop_sign(PG_FUNCTION_ARGS)
+/*
+ * JwsSignJson - sign len bytes of UTF-8 JSON with the node key; returns the
+ * compact JWS, palloc'd.  The protocol and the gateway sign through here.
+ */
+char *
+JwsSignJson(const char *json, size_t len)
 {
-	Jsonb	   *payload = PG_GETARG_JSONB_P(0);
 	NodeState  *st = GetNodeState();
 	const char *header = NodeHeader(st);
-	char	   *json = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
 	StringInfoData out;
 	size_t		input_len;
 	unsigned char *sig;
@@ -713,12 +713,28 @@ interop_sign(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	appendStringInfoString(&out, header);
 	appendStringInfoChar(&out, '.');
-	appendStringInfoString(&out, Base64UrlEncode((unsigned char *) json, strlen(json)));
+	appendStringInfoString(&out, Base64UrlEncode((const unsigned char *) json, len));
 	input_len = out.len;
 	sig = SignBytes(st->alg, st->key, out.data, input_len, &siglen);
 	appendStringInfoChar(&out, '.');
 	appendStringInfoString(&out, Base64UrlEncode(sig, siglen));
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
+	pfree(sig);
+	return out.data;
+}
+
+PG_FUNCTION_INFO_V1(interop_sign);
+/* interop_sign - sign a jsonb payload with the node key */
+Datum
+interop_sign(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *payload = PG_GETARG_JSONB_P(0);
+	char	   *json = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+	char	   *jws;
+
+	/* the payload on the wire is UTF-8 whatever the database encoding */
+	json = (char *) pg_server_to_any(json, strlen(json), PG_UTF8);
+	jws = JwsSignJson(json, strlen(json));
+	PG_RETURN_TEXT_P(cstring_to_text(jws));
 }
 
 /*
@@ -783,7 +799,7 @@ HeaderCacheStore(const JwsParts *parts, JwsAlg alg, const unsigned char *digest)
  * anchors) and "alg" consistent with it.  Sets *key; returns the algorithm.
  */
 static JwsAlg
-JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key)
+JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key, const char **signer)
 {
 	char	   *problem = NULL;
 	json_t	   *h = JwsDecodeHeader(parts, &problem);
@@ -819,11 +835,11 @@ JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key)
 
 	/* the key: given, or from a trusted chain */
 	*key = pubkey;
+	*signer = NULL;
 	if (pubkey == NULL)
 	{
 		const char *chain[JWS_MAX_CHAIN];
 		size_t		lens[JWS_MAX_CHAIN];
-		const char *member_id;
 		int			n;
 
 		x5c = json_object_get(h, "x5c");
@@ -851,7 +867,7 @@ JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key)
 			chain[i] = json_string_value(c);
 			lens[i] = json_string_length(c);
 		}
-		*key = TrustedSignerKey(chain, lens, n, &member_id, digest);
+		*key = TrustedSignerKey(chain, lens, n, signer, digest);
 	}
 
 	/* "alg" consistent with the key type */
@@ -863,21 +879,22 @@ JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key)
 }
 
 /*
- * JwsVerify - verify a compact JWS; with pubkey NULL the key comes from the
- * "x5c" chain, checked against the trust anchors.  Returns the payload.
+ * JwsVerifyCompact - verify a compact JWS of len bytes; with pubkey NULL the
+ * key comes from the "x5c" chain, checked against the trust anchors, and
+ * *signer is set to the member id its certificate names (NULL with a given
+ * key).  Returns the decoded payload bytes (terminated; *payload_len bytes).
+ * Every failure is an ERROR whose SQLSTATE says which check failed.
  */
-static Datum
-JwsVerify(text *t, EVP_PKEY *pubkey)
+char *
+JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const char **signer,
+				 size_t *payload_len)
 {
-	const char *s = VARDATA_ANY(t);
-	size_t		len = VARSIZE_ANY_EXHDR(t);
 	JwsParts	parts;
 	JwsAlg		alg = JWS_ALG_INVALID;
 	char	   *problem;
 	unsigned char *sig;
 	size_t		siglen;
 	unsigned char *raw;
-	size_t		rawlen;
 	EVP_PKEY   *key = NULL;
 
 	/* structure */
@@ -889,17 +906,17 @@ JwsVerify(text *t, EVP_PKEY *pubkey)
 				 errdetail("%s", problem)));
 
 	/* a header accepted before, whose chain is still trusted and valid */
+	*signer = NULL;
 	if (pubkey == NULL)
 	{
 		HeaderSlot *slot = HeaderCacheLookup(&parts);
-		const char *member_id;
 
-		if (slot != NULL && (key = CachedSignerKey(slot->digest, &member_id)) != NULL)
+		if (slot != NULL && (key = CachedSignerKey(slot->digest, signer)) != NULL)
 			alg = slot->alg;
 	}
 
 	if (key == NULL)
-		alg = JwsCheckHeader(&parts, pubkey, &key);
+		alg = JwsCheckHeader(&parts, pubkey, &key, signer);
 
 	/* the signature */
 	sig = Base64UrlDecode(parts.signature, parts.signature_len, &siglen);
@@ -911,12 +928,23 @@ JwsVerify(text *t, EVP_PKEY *pubkey)
 				 errdetail("The signature does not match the protected header and payload under the signer's %s key.",
 						   JwsAlgName(alg))));
 
-	raw = Base64UrlDecode(parts.payload, parts.payload_len, &rawlen);
+	raw = Base64UrlDecode(parts.payload, parts.payload_len, payload_len);
 	if (raw == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("invalid JWS: the payload is not valid base64url")));
-	return JsonbFromUtf8(raw, rawlen, "payload");
+	return (char *) raw;
+}
+
+/* JwsVerify - verify a JWS datum; returns the payload as jsonb */
+static Datum
+JwsVerify(text *t, EVP_PKEY *pubkey)
+{
+	const char *signer;
+	size_t		rawlen;
+	char	   *raw = JwsVerifyCompact(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), pubkey, &signer, &rawlen);
+
+	return JsonbFromUtf8((unsigned char *) raw, rawlen, "payload");
 }
 
 PG_FUNCTION_INFO_V1(interop_verify);

@@ -57,35 +57,6 @@ typedef struct Service
 	Oid			owner;
 } Service;
 
-/* why a request is refused; http_status 0 means not refused */
-typedef struct ServiceRefusal
-{
-	int			http_status;
-	const char *code;
-	char	   *message;
-} ServiceRefusal;
-
-/* a request to a service, after the message itself was verified */
-typedef struct ServiceRequest
-{
-	const char *service;
-	const char *consumer;		/* canonical member id */
-	Jsonb	   *params;
-	const char *purpose;		/* may be NULL */
-} ServiceRequest;
-
-/* the answer: column names and types, rows as JSON arrays */
-typedef struct ServiceAnswer
-{
-	int			ncolumns;
-	char	  **column_names;
-	char	  **column_types;
-	int			nrows;
-	char	  **rows;			/* each a JSON array, as text */
-	bool		truncated;
-	char	   *legal_basis;	/* from the grant, for the log */
-} ServiceAnswer;
-
 /* Refuse - fill a refusal and return false */
 static bool
 Refuse(ServiceRefusal *r, int status, const char *code, const char *fmt,...) pg_attribute_printf(4, 5);
@@ -267,7 +238,7 @@ ConvertValue(Oid type, char *text, Datum *value, char **message)
  */
 static bool
 BindFilters(const Service *svc, Jsonb *params, BoundFilter **filters, int *nfilters,
-			ServiceRefusal *refusal)
+			char **subject, ServiceRefusal *refusal)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -315,6 +286,8 @@ BindFilters(const Service *svc, Jsonb *params, BoundFilter **filters, int *nfilt
 							  "filter column \"%s\" is missing from the source of service \"%s\"",
 							  key, svc->name);
 
+			if (svc->subject_column != NULL && strcmp(key, svc->subject_column) == 0)
+				*subject = text;
 			out[n].attnum = attnum;
 			out[n].type = get_atttype(svc->source, attnum);
 			if (!ConvertValue(out[n].type, text, &out[n].value, &message))
@@ -437,9 +410,11 @@ RunServiceQuery(const Service *svc, BoundFilter *filters, int nfilters, ServiceA
 
 /*
  * ServeRequest - answer a verified request: fills ans and returns true, or
- * fills refusal and returns false.  The caller is connected to SPI.
+ * fills refusal and returns false.  The caller is connected to SPI.  Filter
+ * binding comes before the consent check because consent needs the subject
+ * named by the filters.
  */
-static bool
+bool
 ServeRequest(const ServiceRequest *req, ServiceAnswer *ans, ServiceRefusal *refusal)
 {
 	Service		svc;
@@ -450,13 +425,13 @@ ServeRequest(const ServiceRequest *req, ServiceAnswer *ans, ServiceRefusal *refu
 	memset(refusal, 0, sizeof(*refusal));
 	return LoadService(req->service, &svc, refusal) &&
 		AuthorizeConsumer(&svc, req, ans, refusal) &&
+		BindFilters(&svc, req->params, &filters, &nfilters, &ans->subject, refusal) &&
 		CheckConsent(&svc, req, refusal) &&
-		BindFilters(&svc, req->params, &filters, &nfilters, refusal) &&
 		RunServiceQuery(&svc, filters, nfilters, ans, refusal);
 }
 
 /* AnswerJson - the answer as the "columns", "rows", "truncated" claims */
-static char *
+char *
 AnswerJson(const ServiceAnswer *ans)
 {
 	StringInfoData buf;
@@ -480,6 +455,36 @@ AnswerJson(const ServiceAnswer *ans)
 	}
 	appendStringInfo(&buf, "], \"truncated\": %s}", ans->truncated ? "true" : "false");
 	return buf.data;
+}
+
+/*
+ * CatalogJson - the services granted to consumer, as the JSON array that
+ * GET /v1/catalog signs: name, description, columns with their types,
+ * filters, subject column, consent rule, row limit, allowed purposes.
+ * The caller is connected to SPI.
+ */
+char *
+CatalogJson(const char *consumer)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(consumer)};
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+								"'name', s.name, 'description', s.description, "
+								"'columns', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+								"    'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, NULL)) ORDER BY a.attnum) "
+								"  FROM pg_catalog.pg_attribute a "
+								"  WHERE a.attrelid = s.source AND a.attnum > 0 AND NOT a.attisdropped), "
+								"'filters', s.filter_columns, 'subject_column', s.subject_column, "
+								"'requires_consent', s.requires_consent, 'max_rows', s.max_rows, "
+								"'purposes', g.purposes) ORDER BY s.name), '[]')::text "
+								"FROM interop.service s JOIN interop.access_grant g ON g.service = s.name "
+								"WHERE g.consumer = $1::interop.member_id",
+								1, argtypes, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the catalog: %s", SPI_result_code_string(ret));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /* RefusalSqlState - the SQLSTATE dry_run() raises for a wire refusal */

@@ -316,9 +316,12 @@ TrustRelationsChanged(Oid relid)
 	return relid == InvalidOid || relid == trust_anchor_relid || relid == crl_relid;
 }
 
-/* VerifyCallback - accept a chain whose issuer has no CRL installed here */
-static int
-VerifyCallback(int ok, X509_STORE_CTX *ctx)
+/*
+ * TrustVerifyCallback - accept a chain whose issuer has no CRL installed
+ * here.  The TLS code chains its own checks after it.
+ */
+int
+TrustVerifyCallback(int ok, X509_STORE_CTX *ctx)
 {
 	if (!ok)
 	{
@@ -333,8 +336,12 @@ VerifyCallback(int ok, X509_STORE_CTX *ctx)
 	return ok;
 }
 
-/* LoadTrustStore - build the X509_STORE from interop.trust_anchor and interop.crl */
-static X509_STORE *
+/*
+ * LoadTrustStore - build the X509_STORE from interop.trust_anchor and
+ * interop.crl.  The TLS code of the gateway and the client verifies peers
+ * against the same store (taking a reference of its own).
+ */
+X509_STORE *
 LoadTrustStore(void)
 {
 	X509_STORE *store;
@@ -355,7 +362,7 @@ LoadTrustStore(void)
 		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "out of memory", NULL);
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL |
 						 X509_V_FLAG_PARTIAL_CHAIN);
-	X509_STORE_set_verify_cb(store, VerifyCallback);
+	X509_STORE_set_verify_cb(store, TrustVerifyCallback);
 
 	PG_TRY();
 	{

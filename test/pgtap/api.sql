@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(58);
+SELECT plan(66);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -55,8 +55,9 @@ SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
               ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.service',
-                    'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer'],
-              'configuration, services, grants and their history are dumped by pg_dump');
+                    'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
+                    'interop.message_log', 'interop.message_log_id_seq'],
+              'configuration, services, grants, their history and the message log are dumped by pg_dump');
 
 -- opclasses for indexes and hash joins
 SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
@@ -66,6 +67,16 @@ SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
 
 -- the key file GUC is reserved to superusers
 SELECT is((SELECT context FROM pg_settings WHERE name = 'interop.key_file'), 'sighup', 'interop.key_file is set in the server configuration');
+
+-- the consumer's functions: interop_user may call them; the log is read-only for everyone
+SELECT function_returns('interop', 'query', ARRAY['interop.member_id', 'text', 'jsonb', 'text'], 'setof jsonb');
+SELECT is_definer('interop', 'query', ARRAY['interop.member_id', 'text', 'jsonb', 'text'], 'query() is SECURITY DEFINER: it signs with the node key');
+SELECT function_privs_are('interop', 'query', ARRAY['interop.member_id', 'text', 'jsonb', 'text'], 'interop_user', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'query', ARRAY['interop.member_id', 'text', 'jsonb', 'text'], 'public', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'import_service', ARRAY['interop.member_id', 'text', 'name'], 'interop_user', ARRAY['EXECUTE']);
+SELECT table_privs_are('interop', 'message_log', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'message_log', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'message_log', 'interop_admin', ARRAY[]::text[]);
 
 -- publishing: SECURITY INVOKER on purpose (the publisher's privileges), admin only
 SELECT function_returns('interop', 'publish', ARRAY['text', 'regclass', 'text[]', 'text', 'boolean', 'integer', 'boolean', 'text'], 'void');

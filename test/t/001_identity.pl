@@ -30,7 +30,7 @@ for my $name (qw(population tax))
 {
 	my $n = PostgreSQL::Test::Cluster->new($name);
 	$n->init;
-	$n->append_conf('postgresql.conf', "shared_preload_libraries = 'interop'");
+	$n->append_conf('postgresql.conf', "shared_preload_libraries = 'interop'\ninterop.gateway_workers = 0");
 	$n->start;
 	$n->safe_psql('postgres', 'CREATE EXTENSION interop');
 	$node{$name} = $n;

@@ -1,0 +1,1021 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway.c
+ *	  The HTTPS gateway: background workers that answer other nodes.
+ *
+ * interop.gateway_workers processes, registered by _PG_init() when the
+ * library is preloaded.  Each opens its own listening socket on
+ * interop.listen_addresses:interop.port with SO_REUSEPORT, so the kernel
+ * spreads connections over them, and runs one libevent loop: evhttp over
+ * OpenSSL bufferevents.  Nothing here runs in a second thread.
+ *
+ * TLS: 1.2 or newer, the node's own key and certificate chain (or
+ * interop.tls_cert_file / tls_key_file), and client certificates verified
+ * against the trust anchors and CRLs of interop.trust_anchor / interop.crl
+ * (required when interop.require_client_cert is on).  The context is built
+ * again when those tables or the node identity change (the relcache
+ * callbacks bump interop_identity_generation) and on SIGHUP; connections
+ * already open keep the context they started with.
+ *
+ * A request reads top to bottom in HandleQuery():
+ *	  parse -> verify (CheckRequest) -> replay check -> authorize and run
+ *	  (ServeRequest) -> sign -> log -> commit -> answer,
+ * all in one transaction; the answer leaves only after the log record is
+ * committed (a node that cannot log does not answer).  A request that fails
+ * verification, or any ERROR, is answered by AnswerFailure(): a signed error
+ * logged in a transaction of its own.  ERRORs never cross libevent: every
+ * callback catches them.
+ *
+ * Signals: SIGTERM sets a flag (and cancels a running query); SIGHUP
+ * re-reads the configuration and rebuilds the TLS context.  A timer checks
+ * both, and the postmaster's health, five times a second.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "interop.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/varlena.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
+#define GATEWAY_MAX_HEADERS_SIZE 16384
+#define GATEWAY_MAX_SOCKETS 16
+
+static volatile sig_atomic_t shutdown_requested = false;
+static struct event_base *base = NULL;
+static SSL_CTX *tls_ctx = NULL;
+static uint64 tls_generation = 0;
+static bool in_request = false;
+
+/* RegisterGatewayWorkers - one background worker per interop.gateway_workers */
+void
+RegisterGatewayWorkers(void)
+{
+	for (int i = 0; i < interop_gateway_workers; i++)
+	{
+		BackgroundWorker w;
+
+		memset(&w, 0, sizeof(w));
+		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		w.bgw_restart_time = 1;
+		snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
+		snprintf(w.bgw_function_name, BGW_MAXLEN, "GatewayMain");
+		snprintf(w.bgw_name, BGW_MAXLEN, "interop gateway %d", i + 1);
+		snprintf(w.bgw_type, BGW_MAXLEN, "interop gateway");
+		w.bgw_main_arg = Int32GetDatum(i + 1);
+		RegisterBackgroundWorker(&w);
+	}
+}
+
+/* GatewaySigterm - stop after the current request; cancel its query */
+static void
+GatewaySigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	shutdown_requested = true;
+	if (in_request)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* ---- TLS ---- */
+
+/* TlsError - an ERROR with OpenSSL's reasons */
+static void
+TlsError(const char *msg, const char *hint) pg_attribute_noreturn();
+static void
+TlsError(const char *msg, const char *hint)
+{
+	OpenSSLError(ERRCODE_CONFIG_FILE_ERROR, msg, hint);
+}
+
+/*
+ * BuildTlsContext - a server context with the node's identity (or the
+ * configured files) that verifies clients against the trust store.  Runs
+ * in a transaction.
+ */
+static SSL_CTX *
+BuildTlsContext(void)
+{
+	SSL_CTX    *ctx;
+	X509_STORE *store;
+
+	ERR_clear_error();
+	ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL)
+		TlsError("could not create a TLS context", NULL);
+	PG_TRY();
+	{
+		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+		SSL_CTX_set_session_id_context(ctx, (const unsigned char *) "interop", 7);
+
+		if (interop_tls_cert_file[0] != '\0' || interop_tls_key_file[0] != '\0')
+		{
+			if (interop_tls_cert_file[0] == '\0' || interop_tls_key_file[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_CONFIG_FILE_ERROR),
+						 errmsg("interop.tls_cert_file and interop.tls_key_file must be set together")));
+			if (SSL_CTX_use_certificate_chain_file(ctx, interop_tls_cert_file) != 1)
+				TlsError(psprintf("could not load the gateway certificate \"%s\"", interop_tls_cert_file),
+						 "The file must hold the PEM certificate chain, leaf first.");
+			if (SSL_CTX_use_PrivateKey_file(ctx, interop_tls_key_file, SSL_FILETYPE_PEM) != 1)
+				TlsError(psprintf("could not load the gateway key \"%s\"", interop_tls_key_file), NULL);
+		}
+		else
+		{
+			NodeState  *st = GetNodeState();
+
+			if (st->chain == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("the node has no certificate yet"),
+						 errhint("Install one with interop.install_certificate(), or set interop.tls_cert_file and interop.tls_key_file.")));
+			if (SSL_CTX_use_certificate(ctx, sk_X509_value(st->chain, 0)) != 1)
+				TlsError("could not use the node certificate for TLS", NULL);
+			for (int i = 1; i < sk_X509_num(st->chain); i++)
+				if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(st->chain, i)) != 1)
+					TlsError("could not use the node certificate chain for TLS", NULL);
+			if (SSL_CTX_use_PrivateKey(ctx, st->key) != 1)
+				TlsError("could not use the node key for TLS", NULL);
+		}
+		if (SSL_CTX_check_private_key(ctx) != 1)
+			TlsError("the gateway key does not match its certificate", NULL);
+
+		store = LoadTrustStore();
+		SSL_CTX_set1_cert_store(ctx, store);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+						   (interop_require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+						   NULL);
+		SSL_CTX_set_verify_depth(ctx, 10);
+	}
+	PG_CATCH();
+	{
+		SSL_CTX_free(ctx);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return ctx;
+}
+
+/* RefreshTlsContext - rebuild the context if the identity or trust changed */
+static void
+RefreshTlsContext(bool force)
+{
+	SSL_CTX    *ctx;
+
+	if (!interop_tls || (!force && tls_ctx != NULL && tls_generation == interop_identity_generation))
+		return;
+	tls_generation = interop_identity_generation;
+	ctx = BuildTlsContext();
+	if (tls_ctx != NULL)
+		SSL_CTX_free(tls_ctx);	/* open connections hold their own reference */
+	tls_ctx = ctx;
+}
+
+/* NewConnection - a TLS bufferevent for a connection evhttp accepted */
+static struct bufferevent *
+NewConnection(struct event_base *b, void *arg)
+{
+	SSL		   *ssl = SSL_new(tls_ctx);
+	struct bufferevent *bev;
+
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(b, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+										 BEV_OPT_CLOSE_ON_FREE);
+	if (bev != NULL)
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/*
+ * ClientMember - the member id named by the verified TLS client certificate:
+ * NULL when there is none, "" when it names no member id.
+ */
+static const char *
+ClientMember(struct evhttp_request *hreq)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
+	struct bufferevent *bev;
+	SSL		   *ssl;
+	X509	   *cert;
+	char	   *member;
+
+	if (!interop_tls || conn == NULL)
+		return NULL;
+	bev = evhttp_connection_get_bufferevent(conn);
+	ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+	cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+	if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+		return NULL;
+	member = CertificateMemberId(cert);
+	return member ? member : "";
+}
+
+/* ClientAddress - "address:port" of the caller */
+static char *
+ClientAddress(struct evhttp_request *hreq)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
+	char	   *addr = NULL;
+	ev_uint16_t port = 0;
+
+	if (conn == NULL)
+		return NULL;
+	evhttp_connection_get_peer(conn, &addr, &port);
+	return addr ? psprintf("%s:%u", addr, port) : NULL;
+}
+
+/* ---- answers ---- */
+
+/* an answer ready to send */
+typedef struct Answer
+{
+	int			status;
+	const char *content_type;
+	char	   *body;
+	size_t		len;
+} Answer;
+
+/* ReasonPhrase - the HTTP reason phrase of a status */
+static const char *
+ReasonPhrase(int status)
+{
+	switch (status)
+	{
+		case 200:
+			return "OK";
+		case 400:
+			return "Bad Request";
+		case 401:
+			return "Unauthorized";
+		case 403:
+			return "Forbidden";
+		case 404:
+			return "Not Found";
+		case 405:
+			return "Method Not Allowed";
+		case 409:
+			return "Conflict";
+		case 413:
+			return "Payload Too Large";
+		case 429:
+			return "Too Many Requests";
+		case 503:
+			return "Service Unavailable";
+		default:
+			return "Internal Server Error";
+	}
+}
+
+/* Send - write an answer */
+static void
+Send(struct evhttp_request *hreq, const Answer *a)
+{
+	struct evbuffer *out = evbuffer_new();
+	struct evkeyvalq *headers = evhttp_request_get_output_headers(hreq);
+
+	if (out == NULL)
+	{
+		evhttp_send_error(hreq, 500, NULL);
+		return;
+	}
+	evbuffer_add(out, a->body, a->len);
+	evhttp_add_header(headers, "Content-Type", a->content_type);
+	evhttp_add_header(headers, "Cache-Control", "no-store");
+	if (a->status == 405)
+		evhttp_add_header(headers, "Allow", "GET, POST");
+	evhttp_send_reply(hreq, a->status, ReasonPhrase(a->status), out);
+	evbuffer_free(out);
+}
+
+/* PlainAnswer - an unsigned answer (used only when nothing can be signed) */
+static void
+PlainAnswer(Answer *a, int status, const char *code, const char *message)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"error\":{\"code\":");
+	escape_json(&buf, code);
+	appendStringInfoString(&buf, ",\"message\":");
+	escape_json(&buf, message);
+	appendStringInfoString(&buf, "}}");
+	a->status = status;
+	a->content_type = "application/json";
+	a->body = buf.data;
+	a->len = buf.len;
+}
+
+/* SignedAnswer - sign a payload built by protocol.c */
+static void
+SignedAnswer(Answer *a, int status, const char *payload)
+{
+	a->status = status;
+	a->content_type = "application/jose";
+	a->body = JwsSignJson(payload, strlen(payload));
+	a->len = strlen(a->body);
+}
+
+/* ---- one request ---- */
+
+/* what is known of a request, for its log record and its answer */
+typedef struct Exchange
+{
+	const char *body;			/* the request bytes */
+	size_t		len;
+	const char *tls_member;
+	char	   *client;
+	TimestampTz started;
+	ExchangeRequest req;		/* filled by CheckRequest as far as it got */
+	ExchangeLog log;
+	Answer		answer;
+} Exchange;
+
+/* BeginRequest - a transaction and SPI, with the memory context kept */
+static void
+BeginRequest(MemoryContext cxt)
+{
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(cxt);
+}
+
+/* EndRequest - commit */
+static void
+EndRequest(MemoryContext cxt)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+}
+
+/* PrintableJws - the body if it can be kept as a JWS in the log, else NULL */
+static char *
+PrintableJws(const char *body, size_t len)
+{
+	if (len == 0 || len > (size_t) interop_max_request_size)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		if (!(isalnum((unsigned char) body[i]) || body[i] == '-' || body[i] == '_' || body[i] == '.'))
+			return NULL;
+	return pnstrdup(body, len);
+}
+
+/* FinishLog - fill the common fields of the log record */
+static void
+FinishLog(Exchange *x, int status, const char *code, const char *message)
+{
+	ExchangeLog *l = &x->log;
+
+	l->direction = "in";
+	l->request_hash = x->req.hash;
+	l->request = PrintableJws(x->body, x->len);
+	l->response = x->answer.content_type && strcmp(x->answer.content_type, "application/jose") == 0 ?
+		x->answer.body : NULL;
+	l->status = status;
+	l->error_code = code;
+	l->error_message = message;
+	l->client = x->client;
+	l->duration_ms = (double) (GetCurrentTimestamp() - x->started) / 1000.0;
+}
+
+/*
+ * AnswerReplay - a request whose jti was served before: the same bytes get
+ * the logged answer again; other bytes get 409.
+ */
+static void
+AnswerReplay(Exchange *x, const LoggedAnswer *first)
+{
+	ExchangeRequest *req = &x->req;
+
+	x->log.replay_of = first->id;
+	if (first->request_hash != NULL && strcmp(first->request_hash, req->hash) == 0 &&
+		first->response != NULL)
+	{
+		x->answer.status = first->status;
+		x->answer.content_type = "application/jose";
+		x->answer.body = first->response;
+		x->answer.len = strlen(first->response);
+		FinishLog(x, first->status, first->status == 200 ? NULL : "retry", NULL);
+		x->log.error_code = first->status == 200 ? NULL : x->log.error_code;
+	}
+	else
+	{
+		char	   *msg = psprintf("jti %s was already used by another request of %s", req->jti, req->iss);
+
+		SignedAnswer(&x->answer, 409, BuildError(req->iss, req->jti, req->hash, "replayed", msg));
+		FinishLog(x, 409, "replayed", msg);
+	}
+	if (LogExchange(&x->log) == 0)
+		elog(ERROR, "a replayed request was recorded as a first request");
+}
+
+/*
+ * ServeVerified - the steps after verification, in the request's
+ * transaction: replay check, authorize and run, sign, log.
+ */
+static void
+ServeVerified(Exchange *x)
+{
+	ExchangeRequest *req = &x->req;
+	ServiceRequest sreq;
+	ServiceAnswer ans;
+	ServiceRefusal refusal;
+	LoggedAnswer first;
+	bool		ok;
+	char	   *payload;
+
+	/* jti not seen before (or the same request again) */
+	if (FindFirstRecord(req->iss, req->jti, &first))
+	{
+		AnswerReplay(x, &first);
+		return;
+	}
+
+	/* authorize and run, within the request timeout */
+	sreq.service = req->svc;
+	sreq.consumer = req->iss;
+	sreq.params = req->params;
+	sreq.purpose = req->purpose;
+	enable_timeout_after(STATEMENT_TIMEOUT, interop_request_timeout);
+	ok = ServeRequest(&sreq, &ans, &refusal);
+	disable_timeout(STATEMENT_TIMEOUT, false);
+
+	/* sign */
+	if (ok)
+	{
+		payload = BuildAnswer(req, AnswerJson(&ans));
+		if (strlen(payload) > (size_t) interop_max_response_size)
+		{
+			ok = false;
+			refusal.http_status = 413;
+			refusal.code = "too_large";
+			refusal.message = psprintf("the answer is %zu bytes; interop.max_response_size is %d; filter on more columns",
+									   strlen(payload), interop_max_response_size);
+		}
+	}
+	if (!ok)
+		payload = BuildError(req->iss, req->jti, req->hash, refusal.code, refusal.message);
+	SignedAnswer(&x->answer, ok ? 200 : refusal.http_status, payload);
+
+	/* log */
+	x->log.peer = req->iss;
+	x->log.service = req->svc;
+	x->log.purpose = req->purpose;
+	x->log.legal_basis = ans.legal_basis;
+	x->log.subject = ans.subject;
+	x->log.jti = req->jti;
+	x->log.row_count = ok ? ans.nrows : -1;
+	FinishLog(x, x->answer.status, ok ? NULL : refusal.code, ok ? NULL : refusal.message);
+	if (LogExchange(&x->log) == 0)
+	{
+		/* the same jti was answered meanwhile by another worker: that answer stands */
+		memset(&x->log, 0, sizeof(x->log));
+		if (!FindFirstRecord(req->iss, req->jti, &first))
+			elog(ERROR, "the first record of jti %s vanished", req->jti);
+		AnswerReplay(x, &first);
+	}
+}
+
+/*
+ * AnswerFailure - answer a request that failed verification or raised an
+ * ERROR: a signed error carrying what could be read of the request, logged
+ * in a transaction of its own.  If even that fails the node answers 500
+ * unsigned and unlogged, and says so in the server log.
+ */
+static void
+AnswerFailure(Exchange *x, ErrorData *edata, MemoryContext cxt)
+{
+	int			status;
+	const char *code;
+	char	   *message;
+	ExchangeRequest *req = &x->req;
+
+	WireErrorFor(edata->sqlerrcode, &status, &code);
+	if (status == 500 && strcmp(code, "timeout") != 0)
+	{
+		ereport(LOG,
+				(errmsg("interop gateway: request from %s failed: %s", x->client ? x->client : "?", edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
+		message = pstrdup("internal error; the provider's server log has the details");
+	}
+	else if (status == 500)
+		message = psprintf("the service did not answer within interop.request_timeout (%d ms)",
+						   interop_request_timeout);
+	else
+		message = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
+
+	PG_TRY();
+	{
+		BeginRequest(cxt);
+		memset(&x->log, 0, sizeof(x->log));
+		x->log.peer = req->iss;
+		x->log.service = req->iss ? req->svc : NULL;
+		x->log.purpose = req->iss ? req->purpose : NULL;
+		x->log.jti = req->jti;
+		x->log.row_count = -1;
+		SignedAnswer(&x->answer, status, BuildError(req->iss, req->jti, req->hash, code, message));
+		FinishLog(x, status, code, message);
+		if (LogExchange(&x->log) == 0)
+			elog(ERROR, "a failed request was recorded as a first request");
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e2;
+
+		MemoryContextSwitchTo(cxt);
+		e2 = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		ereport(LOG,
+				(errmsg("interop gateway: could not sign or log the answer to a failed request: %s", e2->message),
+				 errdetail("The request failed with: %s", edata->message)));
+		PlainAnswer(&x->answer, 500, "internal_error", "the provider could not log this exchange");
+	}
+	PG_END_TRY();
+}
+
+/* RequestBody - the request bytes, contiguous */
+static void
+RequestBody(struct evhttp_request *hreq, Exchange *x)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
+
+	x->len = evbuffer_get_length(in);
+	x->body = x->len ? (const char *) evbuffer_pullup(in, -1) : "";
+}
+
+/* HandleQuery - POST /v1/query */
+static void
+HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
+{
+	const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(hreq), "Content-Type");
+	volatile bool failed = false;
+	ErrorData  *edata = NULL;
+
+	RequestBody(hreq, x);
+	x->req.hash = RequestHash(x->body, x->len);
+	PG_TRY();
+	{
+		BeginRequest(cxt);
+		if (ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTEROP_INVALID_MESSAGE),
+					 errmsg("wrong content type"),
+					 errdetail("A request is sent as Content-Type: application/jose, not %s.",
+							   ctype ? ctype : "without a content type")));
+		CheckRequest(x->body, x->len, x->tls_member, &x->req);
+		pgstat_report_activity(STATE_RUNNING, psprintf("POST /v1/query %s from %s", x->req.svc, x->req.iss));
+		ServeVerified(x);
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		AnswerFailure(x, edata, cxt);
+}
+
+/* HandleCatalog - GET /v1/catalog: the services this client may call, signed */
+static void
+HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
+{
+	PG_TRY();
+	{
+		BeginRequest(cxt);
+		if (x->tls_member == NULL || x->tls_member[0] == '\0')
+			SignedAnswer(&x->answer, 401,
+						 BuildError(NULL, NULL, NULL, "client_certificate_required",
+									"the catalog lists the services granted to the member named by the TLS client certificate"));
+		else
+		{
+			StringInfoData buf;
+
+			initStringInfo(&buf);
+			appendStringInfoString(&buf, "{\"iss\":");
+			escape_json(&buf, GetNodeState()->member_id);
+			appendStringInfoString(&buf, ",\"aud\":");
+			escape_json(&buf, x->tls_member);
+			appendStringInfo(&buf, ",\"iat\":%ld,\"services\":%s}", (long) time(NULL),
+							 CatalogJson(x->tls_member));
+			SignedAnswer(&x->answer, 200, buf.data);
+		}
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		ereport(LOG, (errmsg("interop gateway: catalog failed: %s", edata->message)));
+		PlainAnswer(&x->answer, 500, "internal_error", "the catalog could not be built");
+	}
+	PG_END_TRY();
+}
+
+/* HandleHealth - GET /v1/health */
+static void
+HandleHealth(Exchange *x, MemoryContext cxt)
+{
+	StringInfoData buf;
+	char	   *volatile member = NULL;
+
+	PG_TRY();
+	{
+		BeginRequest(cxt);
+		member = pstrdup(GetNodeState()->member_id);
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_END_TRY();
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"status\":\"%s\",\"member\":", member ? "ok" : "no_identity");
+	if (member)
+		escape_json(&buf, member);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoString(&buf, ",\"version\":\"" INTEROP_VERSION "\"}");
+	x->answer.status = member ? 200 : 503;
+	x->answer.content_type = "application/json";
+	x->answer.body = buf.data;
+	x->answer.len = buf.len;
+}
+
+/* the OpenAPI 3 description of the endpoints */
+static const char openapi_json[] =
+"{\"openapi\":\"3.0.3\","
+"\"info\":{\"title\":\"interop node\",\"version\":\"" INTEROP_VERSION "\","
+"\"description\":\"Signed data exchange between registries. Requests and responses are JWS (RFC 7515) compact serializations; see docs/protocol.md.\"},"
+"\"paths\":{"
+"\"/v1/query\":{\"post\":{\"summary\":\"Query a published service\","
+"\"requestBody\":{\"required\":true,\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\",\"description\":\"JWS whose payload has iss, aud, svc, params, purpose, iat, exp, jti\"}}}},"
+"\"responses\":{"
+"\"200\":{\"description\":\"signed answer: iss, aud, jti, req, iat, columns, rows, truncated\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
+"\"400\":{\"description\":\"malformed request (bad_request)\"},"
+"\"401\":{\"description\":\"bad signature, untrusted or revoked certificate, member mismatch, wrong audience, clock skew\"},"
+"\"403\":{\"description\":\"access_denied, purpose_not_allowed, consent_required\"},"
+"\"404\":{\"description\":\"unknown_service\"},"
+"\"409\":{\"description\":\"replayed: the jti was used by another request\"},"
+"\"413\":{\"description\":\"too_large\"},"
+"\"500\":{\"description\":\"internal_error or timeout\"}}}},"
+"\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
+"\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
+"\"401\":{\"description\":\"client_certificate_required\"}}}},"
+"\"/v1/health\":{\"get\":{\"summary\":\"Liveness\",\"responses\":{\"200\":{\"description\":\"status, member, version\","
+"\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"},\"member\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"}}}}}}}}},"
+"\"/v1/openapi.json\":{\"get\":{\"summary\":\"This document\",\"responses\":{\"200\":{\"description\":\"OpenAPI 3\"}}}}"
+"}}";
+
+/* HandleRequest - evhttp's callback for every request: route, answer */
+static void
+HandleRequest(struct evhttp_request *hreq, void *arg)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "interop request",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	enum evhttp_cmd_type method = evhttp_request_get_command(hreq);
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(hreq);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	Exchange	x;
+
+	memset(&x, 0, sizeof(x));
+	x.started = GetCurrentTimestamp();
+	x.client = ClientAddress(hreq);
+	x.tls_member = ClientMember(hreq);
+	in_request = true;
+	pgstat_report_activity(STATE_RUNNING, psprintf("%s %s", method == EVHTTP_REQ_POST ? "POST" : "GET",
+												   path ? path : "?"));
+
+	if (path == NULL)
+		PlainAnswer(&x.answer, 400, "bad_request", "the request line has no path");
+	else if (strcmp(path, "/v1/query") == 0)
+	{
+		if (method == EVHTTP_REQ_POST)
+			HandleQuery(hreq, &x, cxt);
+		else
+			PlainAnswer(&x.answer, 405, "method_not_allowed", "/v1/query takes POST");
+	}
+	else if (strcmp(path, "/v1/catalog") == 0 || strcmp(path, "/v1/health") == 0 ||
+			 strcmp(path, "/v1/openapi.json") == 0)
+	{
+		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
+			PlainAnswer(&x.answer, 405, "method_not_allowed", psprintf("%s takes GET", path));
+		else if (strcmp(path, "/v1/catalog") == 0)
+			HandleCatalog(hreq, &x, cxt);
+		else if (strcmp(path, "/v1/health") == 0)
+			HandleHealth(&x, cxt);
+		else
+		{
+			x.answer.status = 200;
+			x.answer.content_type = "application/json";
+			x.answer.body = (char *) openapi_json;
+			x.answer.len = sizeof(openapi_json) - 1;
+		}
+	}
+	else
+		PlainAnswer(&x.answer, 404, "not_found", psprintf("no endpoint %s; see /v1/openapi.json", path));
+
+	Send(hreq, &x.answer);
+	in_request = false;
+	QueryCancelPending = false;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+}
+
+/* ---- the loop ---- */
+
+/* Tick - five times a second: signals, postmaster, configuration changes */
+static void
+Tick(evutil_socket_t fd, short what, void *arg)
+{
+	if (shutdown_requested || !PostmasterIsAlive())
+	{
+		event_base_loopbreak(base);
+		return;
+	}
+	ResetLatch(MyLatch);
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		tls_generation = interop_identity_generation - 1;	/* rebuild */
+	}
+
+	/* take in committed changes of trust and identity; rebuild TLS if needed */
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		RefreshTlsContext(false);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(TopMemoryContext);
+}
+
+/* OpenListeners - one SO_REUSEPORT socket per address of listen_addresses */
+static int
+OpenListeners(struct evhttp *http)
+{
+	char	   *raw = pstrdup(interop_listen_addresses);
+	List	   *names;
+	ListCell   *lc;
+	int			n = 0;
+
+	if (!SplitGUCList(raw, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("invalid interop.listen_addresses")));
+	foreach(lc, names)
+	{
+		const char *host = lfirst(lc);
+		struct addrinfo hints;
+		struct addrinfo *res;
+		struct addrinfo *ai;
+		char		service[16];
+		int			rc;
+
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE;
+		snprintf(service, sizeof(service), "%d", interop_port);
+		rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, service, &hints, &res);
+		if (rc != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("could not resolve interop.listen_addresses entry \"%s\": %s",
+							host, gai_strerror(rc))));
+		for (ai = res; ai != NULL && n < GATEWAY_MAX_SOCKETS; ai = ai->ai_next)
+		{
+			int			fd = socket(ai->ai_family, SOCK_STREAM, 0);
+			int			one = 1;
+
+			if (fd < 0)
+				continue;
+			if (ai->ai_family == AF_INET6)
+				setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+			/* TCP_NODELAY is inherited by accepted sockets: no Nagle delay */
+			if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+				setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+				bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+				listen(fd, 128) != 0 ||
+				evutil_make_socket_nonblocking(fd) != 0)
+			{
+				int			save_errno = errno;
+
+				close(fd);
+				freeaddrinfo(res);
+				errno = save_errno;
+				ereport(ERROR,
+						(errcode_for_socket_access(),
+						 errmsg("interop gateway could not listen on %s port %d: %m", host, interop_port),
+						 errhint("Is another program using the port? Set interop.port or interop.listen_addresses.")));
+			}
+			if (evhttp_accept_socket_with_handle(http, fd) == NULL)
+			{
+				close(fd);
+				freeaddrinfo(res);
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("interop gateway could not accept on %s port %d", host, interop_port)));
+			}
+			n++;
+		}
+		freeaddrinfo(res);
+	}
+	return n;
+}
+
+/*
+ * WaitUntilReady - wait until the extension exists in interop.database and
+ * the TLS identity can be built; log what is missing once.
+ */
+static bool
+WaitUntilReady(void)
+{
+	char	   *volatile last_problem = NULL;
+
+	for (;;)
+	{
+		volatile bool ready = false;
+		char	   *volatile problem = NULL;
+
+		if (shutdown_requested)
+			return false;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		PG_TRY();
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (!OidIsValid(get_extension_oid("interop", true)))
+				problem = psprintf("extension \"interop\" is not installed in database \"%s\"", interop_database);
+			else
+			{
+				RefreshTlsContext(true);
+				ready = true;
+			}
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(TopMemoryContext);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			problem = edata->hint ? psprintf("%s (%s)", edata->message, edata->hint) : edata->message;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+		if (ready)
+			return true;
+		/* say what is missing whenever it changes */
+		if (last_problem == NULL || strcmp(last_problem, problem) != 0)
+			ereport(LOG,
+					(errmsg("interop gateway is waiting: %s", problem),
+					 errdetail("It checks again every 2 seconds.")));
+		last_problem = problem;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 2000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* GatewayMain - entry point of a gateway worker */
+void
+GatewayMain(Datum arg)
+{
+	struct evhttp *http;
+	struct event *tick;
+	struct timeval tv = {0, 200000};
+	int			nsockets;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, GatewaySigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
+	/* as the extension's SECURITY DEFINER functions: nothing user-writable */
+	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
+
+	if (!WaitUntilReady())
+		proc_exit(0);
+
+	base = event_base_new();
+	http = base ? evhttp_new(base) : NULL;
+	if (http == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("could not create the HTTP server")));
+	evhttp_set_max_body_size(http, interop_max_request_size);
+	evhttp_set_max_headers_size(http, GATEWAY_MAX_HEADERS_SIZE);
+	evhttp_set_timeout(http, Max(1, interop_request_timeout / 1000));
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+							   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+							   EVHTTP_REQ_PATCH);
+	evhttp_set_default_content_type(http, "application/json");
+	if (interop_tls)
+		evhttp_set_bevcb(http, NewConnection, NULL);
+	evhttp_set_gencb(http, HandleRequest, NULL);
+
+	nsockets = OpenListeners(http);
+	if (nsockets == 0)
+		ereport(LOG, (errmsg("interop gateway listens nowhere: interop.listen_addresses is empty")));
+	else
+		ereport(LOG,
+				(errmsg("interop gateway %d listening on %s port %d%s", DatumGetInt32(arg),
+						interop_listen_addresses, interop_port, interop_tls ? " (TLS)" : " (no TLS)")));
+
+	tick = event_new(base, -1, EV_PERSIST, Tick, NULL);
+	event_add(tick, &tv);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	event_base_dispatch(base);
+
+	/* clean exit: stop accepting, let the postmaster know */
+	event_free(tick);
+	evhttp_free(http);
+	event_base_free(base);
+	if (tls_ctx)
+		SSL_CTX_free(tls_ctx);
+	ereport(LOG, (errmsg("interop gateway %d stopped", DatumGetInt32(arg))));
+	proc_exit(0);
+}

@@ -1,0 +1,41 @@
+-- msglog.sql: the message log, one row per exchange per side (DESIGN §6)
+--
+-- The gateway writes a row for every request it answers, refused ones
+-- included, in the transaction that produced the answer: the answer is sent
+-- only after that transaction commits, so nothing is answered unlogged.
+-- interop.query() writes the consumer's row.  Nobody holds UPDATE or DELETE
+-- on it; rows are written by the extension's own SECURITY DEFINER code.
+
+CREATE TABLE interop.message_log (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    direction     text NOT NULL CHECK (direction IN ('in', 'out')),
+    peer          interop.member_id,    -- the other node; NULL when the request could not be verified
+    service       text,
+    purpose       text,
+    legal_basis   text,                 -- from the access grant (provider side)
+    subject       text,                 -- the value of the service's subject column, when filtered on
+    jti           uuid,                 -- the request's id, once its signature is verified
+    request_hash  text,                 -- base64url SHA-256 of the request bytes (the "req" claim)
+    request       text,                 -- the request JWS; NULL when the body was not one
+    response      text,                 -- the response JWS; NULL when there was none
+    status        int NOT NULL,         -- HTTP status; 0 when no answer arrived
+    error_code    text,                 -- wire error code, or the consumer's SQLSTATE
+    error_message text,
+    row_count     int,
+    duration_ms   double precision NOT NULL,
+    client        text,                 -- the TCP address of the caller (provider side)
+    replay_of     bigint                -- a repeated jti: the id of its first record
+);
+COMMENT ON TABLE interop.message_log IS 'every exchange, served (in) and made (out), refused and failed ones included';
+
+-- one first record per (consumer, jti): replay detection and idempotent retry
+CREATE UNIQUE INDEX message_log_first_jti ON interop.message_log (peer, jti)
+    WHERE direction = 'in' AND replay_of IS NULL;
+CREATE INDEX message_log_at ON interop.message_log (at);
+
+SELECT pg_catalog.pg_extension_config_dump('interop.message_log', '');
+SELECT pg_catalog.pg_extension_config_dump('interop.message_log_id_seq', '');
+
+REVOKE ALL ON interop.message_log FROM PUBLIC;
+GRANT SELECT ON interop.message_log TO interop_auditor;

@@ -1,0 +1,523 @@
+/*-------------------------------------------------------------------------
+ *
+ * protocol.c
+ *	  The wire messages of protocol version 1 (DESIGN §5): building and
+ *	  checking request and response claims.  Shared by the gateway (which
+ *	  checks requests and builds responses) and the client (which builds
+ *	  requests and checks responses).
+ *
+ * CheckRequest() applies the verification order of DESIGN §5 to a request
+ * body: size -> JWS structure -> "alg" -> "x5c" chain, dates, revocation ->
+ * signature (those five in jws.c and x509.c) -> "iss" is the certificate's
+ * member id (and the TLS client certificate's) -> "aud" is this node ->
+ * "iat"/"exp" within interop.max_clock_skew.  The "jti" replay check needs
+ * the message log and is the gateway's next step.  Every failure is an
+ * ERROR whose SQLSTATE names the check; WireErrorFor() turns it into the
+ * HTTP status and error code of the answer.
+ *
+ * Verified payloads are parsed with PostgreSQL's jsonb parser, not jansson:
+ * numbers stay exact (a 20-digit registry code or a numeric amount must not
+ * pass through a double), and the rows of a response become jsonb without a
+ * second parse.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "interop.h"
+
+#include <ctype.h>
+#include <time.h>
+
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+/* the longest lifetime a request may claim (exp - iat) */
+#define MAX_REQUEST_LIFETIME 3600
+
+/*
+ * RequestHash - base64url SHA-256 of a message's bytes (the "req" claim).
+ * OpenSSL directly: the gateway hashes before it opens a transaction, where
+ * pg_cryptohash would need a resource owner.
+ */
+char *
+RequestHash(const char *body, size_t len)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+
+	if (EVP_Digest(body, len, digest, &dlen, EVP_sha256(), NULL) != 1)
+		elog(ERROR, "could not compute a SHA-256 digest");
+	return Base64UrlEncode(digest, dlen);
+}
+
+/* UnixNow - seconds since 1970 */
+static int64
+UnixNow(void)
+{
+	return (int64) time(NULL);
+}
+
+/* NewJti - a random (version 4) UUID in canonical text form */
+char *
+NewJti(void)
+{
+	unsigned char u[16];
+
+	if (!pg_strong_random(u, sizeof(u)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random message id")));
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
+					u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+/* IsUuid - is s a UUID in canonical (8-4-4-4-12 hex) form? */
+static bool
+IsUuid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!isxdigit((unsigned char) s[i]))
+			return false;
+	}
+	return true;
+}
+
+/* BadClaims - raise the "malformed message" error */
+static void
+BadClaims(const char *what, const char *detail) pg_attribute_noreturn();
+static void
+BadClaims(const char *what, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INTEROP_INVALID_MESSAGE),
+			 errmsg("invalid %s", what),
+			 errdetail("%s", detail),
+			 errhint("See docs/protocol.md for the claims of each message.")));
+	pg_unreachable();
+}
+
+/* PayloadJsonb - a verified payload (UTF-8 bytes) as a jsonb object */
+static Jsonb *
+PayloadJsonb(const char *raw, size_t len, const char *what)
+{
+	char	   *s;
+	Jsonb	   *jb;
+
+	if (memchr(raw, '\0', len) != NULL)
+		BadClaims(what, "The payload contains a NUL byte.");
+	s = pg_any_to_server(raw, len, PG_UTF8);
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		BadClaims(what, "The payload is not a JSON object.");
+	return jb;
+}
+
+/* Claim - the value of a top-level key, or NULL */
+static JsonbValue *
+Claim(Jsonb *jb, const char *key)
+{
+	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+}
+
+/* StringClaim - a string claim as a C string; NULL when absent and optional */
+static char *
+StringClaim(Jsonb *jb, const char *key, bool required, const char *what)
+{
+	JsonbValue *v = Claim(jb, key);
+
+	if (v == NULL || v->type == jbvNull)
+	{
+		if (required)
+			BadClaims(what, psprintf("The claim \"%s\" is missing.", key));
+		return NULL;
+	}
+	if (v->type != jbvString)
+		BadClaims(what, psprintf("The claim \"%s\" is not a string.", key));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* TimeClaim - a NumericDate claim (seconds since 1970) */
+static int64
+TimeClaim(Jsonb *jb, const char *key, const char *what)
+{
+	JsonbValue *v = Claim(jb, key);
+	char	   *text;
+	char	   *end;
+	long long	t;
+
+	if (v == NULL)
+		BadClaims(what, psprintf("The claim \"%s\" is missing.", key));
+	if (v->type != jbvNumeric)
+		BadClaims(what, psprintf("The claim \"%s\" is not a number.", key));
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	t = strtoll(text, &end, 10);
+	if (*end != '\0' || errno != 0 || t < 0 || strlen(text) > 12)
+		BadClaims(what, psprintf("The claim \"%s\" is not a time in whole seconds since 1970.", key));
+	return (int64) t;
+}
+
+/* MemberClaim - a member id claim, canonical */
+static char *
+MemberClaim(Jsonb *jb, const char *key, const char *what)
+{
+	char	   *s = StringClaim(jb, key, true, what);
+	char	   *canonical;
+	char	   *problem;
+
+	if (!MemberIdParse(s, &canonical, &problem))
+		BadClaims(what, psprintf("The claim \"%s\" is not a member id: %s", key, problem));
+	return canonical;
+}
+
+/* AppendJsonString - a JSON string of a C string */
+static void
+AppendJsonString(StringInfo buf, const char *s)
+{
+	escape_json(buf, s);
+}
+
+/*
+ * BuildRequest - the claims of a request, as UTF-8 JSON text.  params_json
+ * is a JSON object in the database encoding; purpose may be NULL.
+ */
+char *
+BuildRequest(const char *provider, const char *service, const char *params_json,
+			 const char *purpose, const char *jti, int64 lifetime)
+{
+	StringInfoData buf;
+	int64		now = UnixNow();
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"iss\":");
+	AppendJsonString(&buf, GetNodeState()->member_id);
+	appendStringInfoString(&buf, ",\"aud\":");
+	AppendJsonString(&buf, provider);
+	appendStringInfoString(&buf, ",\"svc\":");
+	AppendJsonString(&buf, service);
+	appendStringInfoString(&buf, ",\"params\":");
+	appendStringInfoString(&buf, params_json);
+	appendStringInfoString(&buf, ",\"purpose\":");
+	if (purpose)
+		AppendJsonString(&buf, purpose);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfo(&buf, ",\"iat\":" INT64_FORMAT ",\"exp\":" INT64_FORMAT ",\"jti\":",
+					 now, now + lifetime);
+	AppendJsonString(&buf, jti);
+	appendStringInfoChar(&buf, '}');
+	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/*
+ * CheckTimes - iat and exp within interop.max_clock_skew of now, and a
+ * lifetime no longer than MAX_REQUEST_LIFETIME.
+ */
+static void
+CheckTimes(int64 iat, int64 exp, bool need_exp)
+{
+	int64		now = UnixNow();
+	int64		skew = interop_max_clock_skew;
+
+	if (iat > now + skew)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_CLOCK_SKEW),
+				 errmsg("message is issued in the future"),
+				 errdetail("Its iat is " INT64_FORMAT " s ahead of this node's clock; at most %d s are accepted (interop.max_clock_skew).",
+						   iat - now, interop_max_clock_skew),
+				 errhint("Check the clocks of both nodes (NTP).")));
+	if (!need_exp)
+		return;
+	if (exp < now - skew)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_CLOCK_SKEW),
+				 errmsg("message has expired"),
+				 errdetail("Its exp is " INT64_FORMAT " s in the past; at most %d s are accepted (interop.max_clock_skew).",
+						   now - exp, interop_max_clock_skew),
+				 errhint("Send a new request with a new jti.")));
+	if (exp < iat || exp - iat > MAX_REQUEST_LIFETIME)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_CLOCK_SKEW),
+				 errmsg("message lifetime is not acceptable"),
+				 errdetail("exp - iat is " INT64_FORMAT " s; it must be between 0 and %d s.",
+						   exp - iat, MAX_REQUEST_LIFETIME)));
+}
+
+/*
+ * CheckRequest - DESIGN §5's verification order on a request body.
+ * tls_member is the member id of the TLS client certificate, or NULL when
+ * the connection had none.  Fills req; raises an ERROR naming the first
+ * check that failed.
+ */
+void
+CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeRequest *req)
+{
+	const char *what = "request";
+	const char *signer;
+	size_t		plen;
+	char	   *payload;
+	Jsonb	   *jb;
+	JsonbValue *params;
+	const char *self;
+
+	memset(req, 0, sizeof(*req));
+	req->hash = RequestHash(body, len);
+
+	/* size, structure, alg, x5c chain, dates, revocation, signature */
+	if (len > (size_t) interop_max_request_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("request is too large"),
+				 errdetail("The request is %zu bytes; interop.max_request_size is %d.",
+						   len, interop_max_request_size)));
+	payload = JwsVerifyCompact(body, len, NULL, &signer, &plen);
+	jb = PayloadJsonb(payload, plen, what);
+
+	/* iss is the signer, and the TLS client when there is one */
+	req->iss = MemberClaim(jb, "iss", what);
+	if (signer == NULL || strcmp(req->iss, signer) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("request issuer is not its signer"),
+				 errdetail("The request claims iss \"%s\" but is signed by \"%s\".",
+						   req->iss, signer ? signer : "(unknown)")));
+	if (tls_member != NULL && strcmp(req->iss, tls_member) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("request issuer is not the TLS client"),
+				 errdetail("The request is signed by \"%s\" but the TLS client certificate names \"%s\".",
+						   req->iss, tls_member)));
+
+	/* aud is this node */
+	req->aud = MemberClaim(jb, "aud", what);
+	self = GetNodeState()->member_id;
+	if (strcmp(req->aud, self) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_WRONG_AUDIENCE),
+				 errmsg("request is addressed to another node"),
+				 errdetail("Its aud is \"%s\"; this node is \"%s\".", req->aud, self),
+				 errhint("Check the base URL of peer \"%s\" on the consumer.", self)));
+
+	/* iat, exp */
+	req->iat = TimeClaim(jb, "iat", what);
+	req->exp = TimeClaim(jb, "exp", what);
+	CheckTimes(req->iat, req->exp, true);
+
+	/* the rest of the claims */
+	req->jti = StringClaim(jb, "jti", true, what);
+	if (!IsUuid(req->jti))
+		BadClaims(what, "The claim \"jti\" is not a UUID.");
+	for (char *p = req->jti; *p; p++)
+		*p = pg_ascii_tolower(*p);
+	req->svc = StringClaim(jb, "svc", true, what);
+	req->purpose = StringClaim(jb, "purpose", false, what);
+	params = Claim(jb, "params");
+	if (params == NULL || params->type == jbvNull)
+		req->params = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else if (params->type == jbvBinary && JsonContainerIsObject(params->val.binary.data))
+		req->params = JsonbValueToJsonb(params);
+	else
+		BadClaims(what, "The claim \"params\" is not a JSON object.");
+}
+
+/* AppendBinding - the claims that bind an answer to its request */
+static void
+AppendBinding(StringInfo buf, const char *aud, const char *jti, const char *req_hash)
+{
+	appendStringInfoString(buf, "{\"iss\":");
+	AppendJsonString(buf, GetNodeState()->member_id);
+	if (aud)
+	{
+		appendStringInfoString(buf, ",\"aud\":");
+		AppendJsonString(buf, aud);
+	}
+	if (jti)
+	{
+		appendStringInfoString(buf, ",\"jti\":");
+		AppendJsonString(buf, jti);
+	}
+	if (req_hash)
+	{
+		appendStringInfoString(buf, ",\"req\":");
+		AppendJsonString(buf, req_hash);
+	}
+	appendStringInfo(buf, ",\"iat\":" INT64_FORMAT, UnixNow());
+}
+
+/*
+ * BuildAnswer - the claims of a successful response as UTF-8 JSON text.
+ * answer_json is the "columns", "rows", "truncated" part as AnswerJson()
+ * writes it: a JSON object whose braces are dropped here.
+ */
+char *
+BuildAnswer(const ExchangeRequest *req, const char *answer_json)
+{
+	StringInfoData buf;
+	size_t		n = strlen(answer_json);
+
+	Assert(n >= 2 && answer_json[0] == '{' && answer_json[n - 1] == '}');
+	initStringInfo(&buf);
+	AppendBinding(&buf, req->iss, req->jti, req->hash);
+	appendStringInfoChar(&buf, ',');
+	appendBinaryStringInfo(&buf, answer_json + 1, n - 1);
+	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/*
+ * BuildError - the claims of an error response.  aud, jti and req_hash are
+ * whatever could be read of the request (NULL otherwise).
+ */
+char *
+BuildError(const char *aud, const char *jti, const char *req_hash, const char *code,
+		   const char *message)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	AppendBinding(&buf, aud, jti, req_hash);
+	appendStringInfoString(&buf, ",\"error\":{\"code\":");
+	AppendJsonString(&buf, code);
+	appendStringInfoString(&buf, ",\"message\":");
+	AppendJsonString(&buf, message);
+	appendStringInfoString(&buf, "}}");
+	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/*
+ * CheckResponse - verify a response to the request whose jti and hash are
+ * given, from the provider it was sent to.  Returns the payload; sets
+ * *error_code and *error_message for a signed error response (else NULL).
+ */
+Jsonb *
+CheckResponse(const char *body, size_t len, const char *provider, const char *jti,
+			  const char *req_hash, char **error_code, char **error_message)
+{
+	const char *what = "response";
+	const char *signer;
+	size_t		plen;
+	char	   *payload;
+	Jsonb	   *jb;
+	char	   *iss;
+	char	   *aud;
+	char	   *rjti;
+	char	   *rreq;
+	JsonbValue *err;
+	const char *self = GetNodeState()->member_id;
+
+	payload = JwsVerifyCompact(body, len, NULL, &signer, &plen);
+	jb = PayloadJsonb(payload, plen, what);
+
+	iss = MemberClaim(jb, "iss", what);
+	if (signer == NULL || strcmp(iss, signer) != 0 || strcmp(iss, provider) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("response is not from the provider that was called"),
+				 errdetail("The request went to \"%s\"; the response claims iss \"%s\" and is signed by \"%s\".",
+						   provider, iss, signer ? signer : "(unknown)")));
+
+	/* bound to our request: aud, jti and the hash of the request bytes */
+	aud = StringClaim(jb, "aud", false, what);
+	rjti = StringClaim(jb, "jti", false, what);
+	rreq = StringClaim(jb, "req", false, what);
+	if (aud == NULL || strcmp(aud, self) != 0 ||
+		rjti == NULL || pg_strcasecmp(rjti, jti) != 0 ||
+		rreq == NULL || strcmp(rreq, req_hash) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_WRONG_AUDIENCE),
+				 errmsg("response is not bound to this request"),
+				 errdetail("Expected aud \"%s\", jti \"%s\", req \"%s\"; the response has aud %s, jti %s, req %s.",
+						   self, jti, req_hash,
+						   aud ? quote_literal_cstr(aud) : "(none)",
+						   rjti ? quote_literal_cstr(rjti) : "(none)",
+						   rreq ? quote_literal_cstr(rreq) : "(none)")));
+	CheckTimes(TimeClaim(jb, "iat", what), 0, false);
+
+	*error_code = *error_message = NULL;
+	err = Claim(jb, "error");
+	if (err != NULL && err->type != jbvNull)
+	{
+		Jsonb	   *e;
+
+		if (err->type != jbvBinary || !JsonContainerIsObject(err->val.binary.data))
+			BadClaims(what, "The claim \"error\" is not an object.");
+		e = JsonbValueToJsonb(err);
+		*error_code = StringClaim(e, "code", true, what);
+		*error_message = StringClaim(e, "message", false, what);
+		if (*error_message == NULL)
+			*error_message = pstrdup("(no message)");
+	}
+	return jb;
+}
+
+/* ResponseClaim - a claim of a checked response, for the client */
+JsonbValue *
+ResponseClaim(Jsonb *jb, const char *key)
+{
+	return Claim(jb, key);
+}
+
+/*
+ * WireErrorFor - the HTTP status and error code of DESIGN §5 for a
+ * failed check, by its SQLSTATE.
+ */
+void
+WireErrorFor(int sqlstate, int *status, const char **code)
+{
+	switch (sqlstate)
+	{
+		case ERRCODE_INTEROP_INVALID_SIGNATURE:
+			*status = 401, *code = "invalid_signature";
+			break;
+		case ERRCODE_INTEROP_UNTRUSTED_CERTIFICATE:
+			*status = 401, *code = "untrusted_certificate";
+			break;
+		case ERRCODE_INTEROP_CERTIFICATE_NOT_VALID:
+			*status = 401, *code = "certificate_not_valid";
+			break;
+		case ERRCODE_INTEROP_CERTIFICATE_REVOKED:
+			*status = 401, *code = "certificate_revoked";
+			break;
+		case ERRCODE_INTEROP_ALGORITHM_REFUSED:
+			*status = 401, *code = "algorithm_refused";
+			break;
+		case ERRCODE_INTEROP_MEMBER_MISMATCH:
+			*status = 401, *code = "member_mismatch";
+			break;
+		case ERRCODE_INTEROP_WRONG_AUDIENCE:
+			*status = 401, *code = "wrong_audience";
+			break;
+		case ERRCODE_INTEROP_CLOCK_SKEW:
+			*status = 401, *code = "clock_skew";
+			break;
+		case ERRCODE_INTEROP_INVALID_MESSAGE:
+		case ERRCODE_INVALID_TEXT_REPRESENTATION:
+		case ERRCODE_UNTRANSLATABLE_CHARACTER:
+		case ERRCODE_CHARACTER_NOT_IN_REPERTOIRE:
+			*status = 400, *code = "bad_request";
+			break;
+		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
+			*status = 413, *code = "too_large";
+			break;
+		case ERRCODE_QUERY_CANCELED:
+			*status = 500, *code = "timeout";
+			break;
+		default:
+			*status = 500, *code = "internal_error";
+			break;
+	}
+}
