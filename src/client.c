@@ -603,9 +603,11 @@ interop_catalog(PG_FUNCTION_ARGS)
 	JsonbValue *v;
 	int			ret;
 
+	MemoryContext cxt = CurrentMemoryContext;
+
 	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
-	url = psprintf("%s/v1/catalog", PeerBaseUrl(provider));
+	url = MemoryContextStrdup(cxt, psprintf("%s/v1/catalog", PeerBaseUrl(provider)));
 	SPI_finish();
 
 	HttpExchange(provider, url, NULL, &res);

@@ -469,6 +469,12 @@ ServeVerified(Exchange *x)
 	bool		ok;
 	char	   *payload;
 
+	x->log.peer = req->iss;
+	x->log.service = req->svc;
+	x->log.purpose = req->purpose;
+	x->log.jti = req->jti;
+	x->log.row_count = -1;
+
 	/* jti not seen before (or the same request again) */
 	if (FindFirstRecord(req->iss, req->jti, &first))
 	{
@@ -503,18 +509,15 @@ ServeVerified(Exchange *x)
 	SignedAnswer(&x->answer, ok ? 200 : refusal.http_status, payload);
 
 	/* log */
-	x->log.peer = req->iss;
-	x->log.service = req->svc;
-	x->log.purpose = req->purpose;
 	x->log.legal_basis = ans.legal_basis;
 	x->log.subject = ans.subject;
-	x->log.jti = req->jti;
 	x->log.row_count = ok ? ans.nrows : -1;
 	FinishLog(x, x->answer.status, ok ? NULL : refusal.code, ok ? NULL : refusal.message);
 	if (LogExchange(&x->log) == 0)
 	{
 		/* the same jti was answered meanwhile by another worker: that answer stands */
-		memset(&x->log, 0, sizeof(x->log));
+		x->log.legal_basis = x->log.subject = NULL;
+		x->log.row_count = -1;
 		if (!FindFirstRecord(req->iss, req->jti, &first))
 			elog(ERROR, "the first record of jti %s vanished", req->jti);
 		AnswerReplay(x, &first);
@@ -987,7 +990,12 @@ GatewayMain(Datum arg)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("could not create the HTTP server")));
 	evhttp_set_max_body_size(http, interop_max_request_size);
 	evhttp_set_max_headers_size(http, GATEWAY_MAX_HEADERS_SIZE);
-	evhttp_set_timeout(http, Max(1, interop_request_timeout / 1000));
+	/*
+	 * Idle and slow clients are cut after this; it must outlast a service
+	 * query (interop.request_timeout), or the timer would close the
+	 * connection before the answer to a long query is written.
+	 */
+	evhttp_set_timeout(http, interop_request_timeout / 1000 + 10);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 							   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
 							   EVHTTP_REQ_PATCH);

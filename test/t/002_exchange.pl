@@ -1,40 +1,298 @@
-# 002_exchange.pl: three agencies exchange data through their gateways.
-#  population (provider) publishes person data; tax is granted it for "tax
-#  assessment"; portal is not granted.  Proves, over real TLS with real
-#  certificates from a test CA:
-#  - interop.query() returns the provider's rows, verified, and both sides
-#    log the exchange;
+# 002_exchange.pl: three agencies exchange data through their gateways, over
+# real TLS with certificates from a test CA.  population (provider) publishes
+# person data; tax is granted it for "tax assessment"; portal is not granted.
+# Proves:
+#  - interop.query() returns the provider's verified rows with exact numbers,
+#    import_service() makes a typed function of it, catalog() lists only what
+#    is granted, and both sides log the exchange;
+#  - each refusal of DESIGN §5 reaches the consumer as a signed error with its
+#    SQLSTATE (IX400 bad_request, IX401, IX403 access_denied and
+#    purpose_not_allowed, IX404 unknown_service, 409 replayed, 413 too_large,
+#    IX500 timeout), and the provider logs every one of them;
+#  - SQL injection in params, filter names and service names does nothing;
+#  - requests signed outside PostgreSQL (openssl + curl) work, and the answer
+#    verifies with openssl: the wire format is usable from outside;
+#  - replay: the same bytes get the logged answer again, other bytes 409;
+#    expired, misaddressed, mis-signed and mis-sent (TLS client != iss)
+#    requests are refused with 401 and the right code;
+#  - mTLS: no client certificate, or one from another CA, never gets in;
+#  - garbage, wrong content type, huge bodies, unknown paths and methods get
+#    their 4xx and the worker serves the next request;
+#  - a provider that is down is a clear error within interop.request_timeout;
+#    a slow call is cancelled by statement_timeout;
+#  - after kill -9 of a gateway worker the gateway serves again.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
 use InteropTest;
 
 my $ca = federation_ca(PostgreSQL::Test::Utils::tempdir());
 my $root = "$ca/fedroot/ca.crt";
+my $POP = 'MN/GOV/1000001/population';
+my $TAX = 'MN/GOV/2000002/tax';
+my $PORTAL = 'MN/GOV/3000003/portal';
 
-my $pop = new_node('population', 'MN/GOV/1000001/population', $ca);
-my $tax = new_node('tax', 'MN/GOV/2000002/tax', $ca);
-my $portal = new_node('portal', 'MN/GOV/3000003/portal', $ca);
+# restart_after_crash: the harness turns it off; a registry runs with the default (on)
+my $pop = new_node('population', $POP, $ca, 'interop.request_timeout' => "'2s'",
+	'restart_after_crash' => 'on');
+my $tax = new_node('tax', $TAX, $ca);
+my $portal = new_node('portal', $PORTAL, $ca);
 
-$pop->safe_psql('postgres', q{
+$pop->safe_psql('postgres', qq{
 	CREATE TABLE person (id text PRIMARY KEY, name text, born date, income numeric);
 	INSERT INTO person SELECT 'P' || i, 'Person ' || i, date '1980-01-01' + i, i * 1000.5
 	FROM generate_series(1, 100) i;
-	SELECT interop.publish('person', 'person', filter_columns => '{id,born}', subject_column => 'id');
-	SELECT interop.grant_access('person', 'MN/GOV/2000002/tax', purposes => '{tax assessment}', legal_basis => 'Tax Act §12');
+	INSERT INTO person VALUES ('BIG', 'Big Number', '1999-12-31', 123456789012345678901234567890.123456789);
+	CREATE VIEW slow AS SELECT id, pg_sleep(4)::text AS z FROM person;
+	SELECT interop.publish('person', 'person', filter_columns => '{id,born}', subject_column => 'id',
+		description => 'people of the population register');
+	SELECT interop.publish('slow', 'slow', filter_columns => '{id}');
+	SELECT interop.grant_access('person', '$TAX', purposes => '{tax assessment}', legal_basis => 'Tax Act §12');
+	SELECT interop.grant_access('slow', '$TAX');
 });
 for my $consumer ($tax, $portal)
 {
-	$consumer->safe_psql('postgres', "SELECT interop.add_peer('MN/GOV/1000001/population', '@{[gateway_url($pop)]}')");
+	$consumer->safe_psql('postgres', "SELECT interop.add_peer('$POP', '@{[gateway_url($pop)]}')");
 }
 
 ok(wait_for_gateway($pop, $root, $tax), 'the provider gateway answers /v1/health over mutual TLS');
+is($pop->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'interop gateway'"),
+	'2', 'two gateway workers are visible in pg_stat_activity as "interop gateway"');
 
-my $rows = $tax->safe_psql('postgres', q{
-	SELECT q->>'name', q->>'income' FROM interop.query('MN/GOV/1000001/population', 'person',
-		'{"id":"P7"}', 'tax assessment') q});
-is($rows, "Person 7|7003.5", 'interop.query returns the verified row with exact numbers');
+# ---- the happy path ----
+
+is($tax->safe_psql('postgres', qq{
+	SELECT q->>'name', q->>'income' FROM interop.query('$POP', 'person', '{"id":"P7"}', 'tax assessment') q}),
+	"Person 7|7003.5", 'interop.query returns the verified row');
+is($tax->safe_psql('postgres', qq{
+	SELECT q->>'income' FROM interop.query('$POP', 'person', '{"id":"BIG"}', 'tax assessment') q}),
+	'123456789012345678901234567890.123456789', 'numbers keep every digit across the wire');
+is($tax->safe_psql('postgres', qq{
+	SELECT count(*) FROM interop.query('$POP', 'person', '{"born":"1980-01-08"}', 'tax assessment')}),
+	'1', 'a date filter is bound through the column type');
+
+is($pop->safe_psql('postgres', qq{
+	SELECT peer, service, purpose, legal_basis, subject, status, row_count
+	FROM interop.message_log WHERE direction = 'in' AND subject = 'P7'}),
+	"$TAX|person|tax assessment|Tax Act §12|P7|200|1",
+	'the provider logs who read which subject, for which purpose, on which legal basis');
+is($tax->safe_psql('postgres', qq{
+	SELECT peer, service, status, row_count, request IS NOT NULL AND response IS NOT NULL
+	FROM interop.message_log WHERE direction = 'out' ORDER BY id LIMIT 1}),
+	"$POP|person|200|1|t", 'the consumer logs the exchange with both messages');
+is($tax->safe_psql('postgres', q{
+	SELECT count(DISTINCT jti) = count(*) FROM interop.message_log}), 't', 'each request has its own jti');
+
+is($tax->safe_psql('postgres', qq{
+	SELECT string_agg(s->>'name', ',') FROM jsonb_array_elements(interop.catalog('$POP')) s}),
+	'person,slow', 'the catalog lists the granted services');
+is($portal->safe_psql('postgres', "SELECT interop.catalog('$POP')"), '[]',
+	'an ungranted consumer sees an empty catalog');
+
+$tax->safe_psql('postgres', qq{CREATE SCHEMA population;
+	SELECT interop.import_service('$POP', 'person', 'population')});
+is($tax->safe_psql('postgres', q{
+	SELECT name, income, born + 1 FROM population.person(id => 'P9', purpose => 'tax assessment')}),
+	'Person 9|9004.5|1980-01-11', 'import_service makes a typed function (date arithmetic works)');
+
+# ---- refusals reach the consumer with their SQLSTATE ----
+
+# query_error(NODE, SQL): "SQLSTATE: message" of the failing statement
+sub query_error
+{
+	my ($node, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres', $sql, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	return 'no error' if $ret == 0;
+	my ($state, $msg) = $err =~ /ERROR:\s+(\w{5}): (.*)/ or return $err;
+	my ($detail) = $err =~ /DETAIL:\s+(.*)/;
+	return "$state: $msg" . ($detail ? " | $detail" : '');
+}
+
+like(query_error($portal, "SELECT * FROM interop.query('$POP', 'person', '{\"id\":\"P1\"}', 'tax assessment')"),
+	qr/^IX403: .*access_denied/, 'an ungranted consumer gets IX403 access_denied');
+like(query_error($tax, "SELECT * FROM interop.query('$POP', 'person', '{\"id\":\"P1\"}', 'marketing')"),
+	qr/^IX403: .*purpose_not_allowed/, 'a purpose outside the grant gets IX403 purpose_not_allowed');
+like(query_error($tax, "SELECT * FROM interop.query('$POP', 'person', '{\"id\":\"P1\"}')"),
+	qr/^IX403: .*purpose_not_allowed/, 'no purpose for a purpose-bound grant gets IX403');
+like(query_error($tax, "SELECT * FROM interop.query('$POP', 'nosuch', '{}', 'x')"),
+	qr/^IX404: .*unknown_service/, 'an unknown service gets IX404 unknown_service');
+like(query_error($tax, "SELECT * FROM interop.query('$POP', 'person', '{\"name\":\"x\"}', 'tax assessment')"),
+	qr/^IX400: .*bad_request/, 'a filter that is not declared gets IX400 bad_request');
+like(query_error($tax, "SELECT * FROM interop.query('MN/GOV/9/nobody', 'person')"),
+	qr/^42704: peer "MN\/GOV\/9\/nobody" is not known/, 'an unknown peer is 42704');
+is($pop->safe_psql('postgres', qq{
+	SELECT string_agg(DISTINCT error_code, ',' ORDER BY error_code) FROM interop.message_log
+	WHERE direction = 'in' AND status >= 400}),
+	'access_denied,bad_request,purpose_not_allowed,unknown_service', 'the provider logged every refusal');
+
+# ---- SQL injection does nothing ----
+
+is($tax->safe_psql('postgres', qq{
+	SELECT count(*) FROM interop.query('$POP', 'person', \$\${"id":"P1' OR '1'='1"}\$\$, 'tax assessment')}),
+	'0', 'an injected value is just a value that matches nothing');
+like(query_error($tax, qq{SELECT * FROM interop.query('$POP', 'person',
+	\$\${"born":"1980-01-02'); DROP TABLE person; --"}\$\$, 'tax assessment')}),
+	qr/^IX400: .*invalid value for "born"/, 'an injected date is refused by the type');
+like(query_error($tax, qq{SELECT * FROM interop.query('$POP', 'person',
+	\$\${"id = id OR true; --":"x"}\$\$, 'tax assessment')}),
+	qr/^IX400: .*is not a filter/, 'an injected filter name is refused');
+like(query_error($tax, qq{SELECT * FROM interop.query('$POP', 'person; DROP TABLE person; --', '{}', 'x')}),
+	qr/^IX404: .*unknown_service/, 'an injected service name is an unknown service');
+is($pop->safe_psql('postgres', 'SELECT count(*) FROM person'), '101', 'the provider table is intact');
+
+# ---- a client that is not PostgreSQL ----
+
+my $now = time();
+# request(ISS, %claims): claims of a request as JSON text
+sub request
+{
+	my (%c) = @_;
+	my $iat = $c{iat} // int($now);
+	my $jti = $c{jti} // sprintf('%08x-%04x-4%03x-8%03x-%012x', int(rand(2**32)), int(rand(65536)),
+		int(rand(4096)), int(rand(4096)), int(rand(2**48)));
+	my $params = $c{params} // '{"id":"P3"}';
+	return qq({"iss":"@{[$c{iss} // $TAX]}","aud":"@{[$c{aud} // $POP]}","svc":"person","params":$params,)
+	  . qq("purpose":"tax assessment","iat":$iat,"exp":@{[$c{exp} // $iat + 60]},"jti":"$jti"});
+}
+# openssl_sign(NODE, PAYLOAD): a JWS signed with NODE's key file by the openssl tool
+sub openssl_sign
+{
+	my ($node, $payload) = @_;
+	my $tmp = PostgreSQL::Test::Utils::tempdir();
+	spew("$tmp/p.json", $payload);
+	my $jws = sh("$JWS sign ES256 @{[node_key_file($node)]} @{[node_chain_file($node)]} \"\$(cat $tmp/p.json)\"");
+	chomp $jws;
+	return $jws;
+}
+# claims(JWS): the payload verified by openssl against the federation root
+sub claims
+{
+	my $jws = shift;
+	my $out = `$JWS verify '$jws' $root 2>&1`;
+	return $? ? "UNVERIFIED: $out" : $out;
+}
+
+my $jti = '0b7e7c52-3f4c-4e0b-9d7e-1c2b3a4d5e6f';
+my $req = openssl_sign($tax, request(jti => $jti));
+my ($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $req);
+is($code, '200', 'a request signed with openssl and sent with curl is answered');
+like(claims($body), qr/"rows":\s*\[\["P3",\s*"Person 3",\s*"1980-01-04",\s*3001.5\]\]/,
+	'its answer verifies with openssl and carries the row');
+my $binding = `printf '%s' '$req' | openssl dgst -sha256 -binary | base64 | tr '+/' '-_' | tr -d '='`;
+chomp $binding;
+like(claims($body), qr/"req":\s*"\Q$binding\E"/, 'the answer is bound to the SHA-256 of the request bytes');
+
+# ---- replay ----
+
+my ($code2, $body2) = curl_gateway($pop, '/v1/query', as => $tax, body => $req);
+is("$code2", '200', 'a retried request (same bytes, same jti) is answered again');
+is($body2, $body, 'with exactly the logged answer');
+my $other = openssl_sign($tax, request(jti => $jti, params => '{"id":"P4"}'));
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $other);
+is($code, '409', 'the same jti with other bytes is refused with 409');
+like(claims($body), qr/"code":\s*"replayed"/, 'as a signed "replayed" error');
+is($pop->safe_psql('postgres', qq{
+	SELECT string_agg(status::text, ',' ORDER BY id) FROM interop.message_log
+	WHERE jti = '$jti' AND replay_of IS NOT NULL}), '200,409', 'both repeats are logged with replay_of');
+
+# ---- 401: each verification step ----
+
+my %bad = (
+	'an expired request' => [ $tax, request(iat => int($now) - 4000, exp => int($now) - 3900), 'clock_skew' ],
+	'a request from the future' => [ $tax, request(iat => int($now) + 3600), 'clock_skew' ],
+	'a request for another node' => [ $tax, request(aud => $PORTAL), 'wrong_audience' ],
+	'a request whose iss is not its signer' => [ $tax, request(iss => $PORTAL), 'member_mismatch' ],
+);
+for my $what (sort keys %bad)
+{
+	my ($signer, $payload, $want) = @{ $bad{$what} };
+	($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => openssl_sign($signer, $payload));
+	is($code, '401', "$what gets 401");
+	like(claims($body), qr/"code":\s*"$want"/, "$what: signed error \"$want\"");
+}
+($code, $body) = curl_gateway($pop, '/v1/query', as => $portal, body => openssl_sign($tax, request()));
+is("$code " . (claims($body) =~ /"code":\s*"(\w+)"/ ? $1 : ''), '401 member_mismatch',
+	'a request signed by tax but sent over portal\'s TLS connection gets 401 member_mismatch');
+my $tampered = openssl_sign($tax, request());
+$tampered =~ s/\.([^.]+)\.([^.]+)$/'.' . substr($1, 0, -2) . 'AA.' . $2/e;
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $tampered);
+is("$code " . (claims($body) =~ /"code":\s*"(\w+)"/ ? $1 : ''), '401 invalid_signature',
+	'a tampered request gets 401 invalid_signature');
+sh("$TESTCA root $ca rogue && $TESTCA leaf $ca rogue '$TAX' ES256 $ca/rogue-tax");
+my $rogue = sh("$JWS sign ES256 $ca/rogue-tax.key $ca/rogue-tax.crt '@{[request()]}'");
+chomp $rogue;
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $rogue);
+is("$code " . (claims($body) =~ /"code":\s*"(\w+)"/ ? $1 : ''), '401 untrusted_certificate',
+	'a request signed under another CA gets 401 untrusted_certificate');
+
+# ---- garbage at the gateway ----
+
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => "\x00\xff garbage \x01");
+is("$code " . (claims($body) =~ /"code":\s*"(\w+)"/ ? $1 : ''), '400 bad_request',
+	'a garbage body gets a signed 400 bad_request');
+($code) = curl_gateway($pop, '/v1/query', as => $tax, body => $req, ctype => 'text/plain');
+is($code, '400', 'a wrong content type gets 400');
+($code) = curl_gateway($pop, '/v1/query', as => $tax, body => 'x' x (2 * 1024 * 1024));
+is($code, '413', 'a 2 MB body gets 413');
+($code) = curl_gateway($pop, '/v1/nothing', as => $tax);
+is($code, '404', 'an unknown path gets 404');
+($code) = curl_gateway($pop, '/v1/query', as => $tax);
+is($code, '405', 'GET on /v1/query gets 405');
+($code) = curl_gateway($pop, '/v1/query', as => $tax, extra => [ '-H', 'X-Big: ' . ('y' x 20000) ]);
+like($code, qr/^4\d\d$/, 'a 20 kB header gets a 4xx');
+($code, $body) = curl_gateway($pop, '/v1/openapi.json', as => $tax);
+like("$code $body", qr/^200 \{"openapi":"3/, 'GET /v1/openapi.json describes the endpoints');
+is($tax->safe_psql('postgres', qq{
+	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P1"}', 'tax assessment')}),
+	'1', 'after all that the gateway still serves');
+
+# ---- mutual TLS ----
+
+my ($nocode, undef, $noerr) = curl_gateway($pop, '/v1/health');
+is($nocode, '000', 'a client without a certificate is refused during the TLS handshake (no HTTP answer)');
+($nocode, undef, $noerr) = curl_gateway($pop, '/v1/health',
+	extra => [ '--cert', "$ca/rogue-tax.crt", '--key', "$ca/rogue-tax.key" ]);
+is($nocode, '000', 'a client certificate from another CA is refused during the handshake');
+
+# ---- time limits ----
+
+like(query_error($tax, "SELECT * FROM interop.query('$POP', 'slow', '{\"id\":\"P1\"}')"),
+	qr/^IX500: .*timeout/, 'a service query longer than the provider\'s interop.request_timeout is cut (IX500 timeout)');
+my $t0 = time();
+like(query_error($tax, "SET statement_timeout = '300ms'; SELECT * FROM interop.query('$POP', 'slow', '{\"id\":\"P1\"}')"),
+	qr/^57014: canceling statement due to statement timeout/, 'statement_timeout cancels a waiting call');
+cmp_ok(time() - $t0, '<', 1.5, '...promptly');
+
+# ---- a provider that is down ----
+
+$pop->stop;
+$t0 = time();
+like(query_error($tax, "SET interop.request_timeout = '2s'; SELECT * FROM interop.query('$POP', 'person', '{}', 'tax assessment')"),
+	qr/^08006: could not reach peer/, 'a provider that is down is 08006');
+cmp_ok(time() - $t0, '<', 3, '...within interop.request_timeout');
+$pop->start;
+ok(wait_for_gateway($pop, $root, $tax), 'the gateway is back after a restart');
+
+# ---- kill -9 of a gateway worker ----
+
+my $victim = $pop->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop gateway' LIMIT 1");
+kill 'KILL', $victim;
+my $served = 0;
+for (1 .. 100)
+{
+	my ($r, $o) = $tax->psql('postgres',
+		"SELECT count(*) FROM interop.query('$POP', 'person', '{\"id\":\"P2\"}', 'tax assessment')");
+	if ($r == 0 && $o eq '1') { $served = 1; last }
+	usleep(200_000);
+}
+ok($served, 'after kill -9 of a gateway worker the gateway serves again');
+isnt($pop->safe_psql('postgres',
+	"SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'interop gateway'"),
+	$victim, 'with new worker processes');
 
 done_testing();
