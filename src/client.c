@@ -494,40 +494,102 @@ PeerRefusal(const char *member, const char *service, long status, const char *co
 			 errhint("The provider grants access with interop.grant_access().") : 0));
 }
 
+/* one call of interop.query(), kept in memory that an ERROR cannot clobber */
+typedef struct Call
+{
+	char	   *provider;
+	char	   *service;
+	char	   *params_json;
+	char	   *purpose;
+	char	   *jti;
+	char	   *request;
+	char	   *req_hash;
+	HttpResult res;				/* status 0 until an answer arrived */
+	int			nrows;
+	TimestampTz started;
+} Call;
+
+/*
+ * CallPeer - sign the request, send it, verify the answer and put its rows
+ * in the tuplestore.  The caller is connected to SPI.
+ */
+static void
+CallPeer(Call *c, ReturnSetInfo *rsinfo)
+{
+	char	   *url;
+	char	   *request;
+	Jsonb	   *payload;
+	char	   *code;
+	char	   *message;
+
+	url = psprintf("%s/v1/query", PeerBaseUrl(c->provider));
+
+	/* sign and send */
+	c->jti = NewJti();
+	request = BuildRequest(c->provider, c->service, c->params_json, c->purpose, c->jti,
+						   Max(60, interop_request_timeout / 1000 + interop_max_clock_skew));
+	c->request = JwsSignJson(request, strlen(request));
+	c->req_hash = RequestHash(c->request, strlen(c->request));
+	HttpExchange(c->provider, url, c->request, &c->res);
+
+	/* verify the answer */
+	if (!IsJose(&c->res))
+		UnsignedAnswerError(c->provider, &c->res);
+	payload = CheckResponse(c->res.body, c->res.len, c->provider, c->jti, c->req_hash, &code, &message);
+	if (code != NULL)
+		PeerRefusal(c->provider, c->service, c->res.status, code, message);
+	if (c->res.status != 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("peer %s answered HTTP %ld without an error claim", c->provider, c->res.status)));
+	c->nrows = RowsToTuplestore(payload, rsinfo->setResult, rsinfo->setDesc);
+}
+
+/* CallLog - the consumer's record of a call */
+static void
+CallLog(const Call *c, ExchangeLog *log, const char *error_code, const char *error_message)
+{
+	memset(log, 0, sizeof(*log));
+	log->direction = "out";
+	log->peer = c->provider;
+	log->service = c->service;
+	log->purpose = c->purpose;
+	log->jti = c->jti;
+	log->request_hash = c->req_hash;
+	log->request = c->request;
+	log->response = c->res.status != 0 && IsJose(&c->res) ? c->res.body : NULL;
+	log->status = (int) c->res.status;
+	log->error_code = error_code;
+	log->error_message = error_message;
+	log->row_count = error_code ? -1 : c->nrows;
+	log->duration_ms = (double) (GetCurrentTimestamp() - c->started) / 1000.0;
+}
+
 PG_FUNCTION_INFO_V1(interop_query);
 /*
  * interop_query - call a service of a peer; returns its rows as jsonb
- * objects after verifying the answer.
+ * objects after verifying the answer.  A successful call is logged in the
+ * calling transaction; a failed one by LogExchangeAutonomously(), because
+ * its ERROR rolls the calling transaction back.
  */
 Datum
 interop_query(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *provider;
-	char	   *service;
-	char	   *params_json;
-	char	   *purpose;
-	char	   *url;
-	char	   *jti;
-	char	   *request;
-	char	   *req_hash;
-	HttpResult res;
-	Jsonb	   *payload;
-	char	   *code;
-	char	   *message;
+	MemoryContext cxt = CurrentMemoryContext;
+	Call	   *c = palloc0(sizeof(Call));
 	ExchangeLog log;
-	TimestampTz started = GetCurrentTimestamp();
-	int			nrows;
 	int			ret;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("provider and service must not be null")));
-	provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	service = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	c->started = GetCurrentTimestamp();
+	c->provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	c->service = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (PG_ARGISNULL(2))
-		params_json = "{}";
+		c->params_json = "{}";
 	else
 	{
 		Jsonb	   *params = PG_GETARG_JSONB_P(2);
@@ -537,49 +599,37 @@ interop_query(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("params must be a JSON object"),
 					 errhint("Example: '{\"id\": \"38001010000\"}'")));
-		params_json = JsonbToCString(NULL, &params->root, VARSIZE(params));
+		c->params_json = JsonbToCString(NULL, &params->root, VARSIZE(params));
 	}
-	purpose = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	c->purpose = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-
 	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
-	url = psprintf("%s/v1/query", PeerBaseUrl(provider));
 
-	/* sign and send */
-	jti = NewJti();
-	request = BuildRequest(provider, service, params_json, purpose, jti,
-						   Max(60, interop_request_timeout / 1000 + interop_max_clock_skew));
-	request = JwsSignJson(request, strlen(request));
-	req_hash = RequestHash(request, strlen(request));
-	HttpExchange(provider, url, request, &res);
+	PG_TRY();
+	{
+		CallPeer(c, rsinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
 
-	/* verify the answer */
-	if (!IsJose(&res))
-		UnsignedAnswerError(provider, &res);
-	payload = CheckResponse(res.body, res.len, provider, jti, req_hash, &code, &message);
-	if (code != NULL)
-		PeerRefusal(provider, service, res.status, code, message);
-	if (res.status != 200)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
-				 errmsg("peer %s answered HTTP %ld without an error claim", provider, res.status)));
-	nrows = RowsToTuplestore(payload, rsinfo->setResult, rsinfo->setDesc);
+		/*
+		 * Record the failure before the ERROR goes on.  The record is handed
+		 * to another process; this one only copies memory and waits.
+		 */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		CallLog(c, &log, unpack_sql_state(edata->sqlerrcode),
+				edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message);
+		LogExchangeAutonomously(&log);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 
-	/* log it */
-	memset(&log, 0, sizeof(log));
-	log.direction = "out";
-	log.peer = provider;
-	log.service = service;
-	log.purpose = purpose;
-	log.jti = jti;
-	log.request_hash = req_hash;
-	log.request = request;
-	log.response = res.body;
-	log.status = (int) res.status;
-	log.row_count = nrows;
-	log.duration_ms = (double) (GetCurrentTimestamp() - started) / 1000.0;
+	CallLog(c, &log, NULL, NULL);
 	LogExchange(&log);
 	SPI_finish();
 	return (Datum) 0;

@@ -184,6 +184,8 @@ extern char *JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const
 /* in msglog.c */
 extern int64 LogExchange(const ExchangeLog *l);
 extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
+extern void LogExchangeAutonomously(const ExchangeLog *l);
+extern PGDLLEXPORT void MessageLogWriterMain(Datum arg);
 
 /* in protocol.c */
 extern char *RequestHash(const char *body, size_t len);

@@ -9,13 +9,27 @@
  * through two gateway workers cannot both be answered as new.  The plans
  * are prepared once per backend.  Callers are connected to SPI.
  *
+ * LogExchangeAutonomously() writes a record that must outlive the caller's
+ * transaction (a consumer's failed call) through a background worker; see
+ * the comment above it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "interop.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #define LOG_NARGS 18
 
@@ -139,4 +153,194 @@ FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out)
 	out->status = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 	out->response = SPI_getvalue(tup, desc, 4);
 	return true;
+}
+
+/*
+ * ---- autonomous records ----
+ *
+ * A consumer's failed call ends in an ERROR that rolls back the calling
+ * transaction, and a record written in it would vanish with it.  The
+ * record of a failure is therefore handed to a short-lived background
+ * worker through a dynamic shared memory segment: it writes and commits the
+ * record in its own transaction while the caller waits, then the caller's
+ * ERROR goes on.  One process start per failed call; successful calls are
+ * logged in the caller's transaction.
+ */
+
+#define AUTONOMOUS_STRINGS 13
+
+/* a record in shared memory: fixed fields, then the strings */
+typedef struct AutonomousRecord
+{
+	int			status;
+	int			row_count;
+	double		duration_ms;
+	int64		replay_of;
+	TimestampTz at;
+	bool		written;
+	Size		offset[AUTONOMOUS_STRINGS];	/* 0: NULL */
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} AutonomousRecord;
+
+/* RecordStrings - the string fields of a record, in a fixed order */
+static void
+RecordStrings(const ExchangeLog *l, const char **s)
+{
+	s[0] = l->direction;
+	s[1] = l->peer;
+	s[2] = l->service;
+	s[3] = l->purpose;
+	s[4] = l->legal_basis;
+	s[5] = l->subject;
+	s[6] = l->jti;
+	s[7] = l->request_hash;
+	s[8] = l->request;
+	s[9] = l->response;
+	s[10] = l->error_code;
+	s[11] = l->error_message;
+	s[12] = l->client;
+}
+
+/*
+ * LogExchangeAutonomously - write a record in a transaction of its own, by
+ * a background worker.  Never raises an ERROR: a record that cannot be
+ * written is a WARNING, so the caller's own error still reaches the user.
+ */
+void
+LogExchangeAutonomously(const ExchangeLog *l)
+{
+	const char *s[AUTONOMOUS_STRINGS];
+	volatile Size size = offsetof(AutonomousRecord, data) + 1;
+	dsm_segment *volatile seg = NULL;
+	AutonomousRecord *rec;
+	char	   *p;
+	BackgroundWorker w;
+	BackgroundWorkerHandle *handle;
+	volatile bool written = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	RecordStrings(l, s);
+	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
+		if (s[i] != NULL)
+			size += strlen(s[i]) + 1;
+
+	PG_TRY();
+	{
+		seg = dsm_create(size, 0);
+		rec = dsm_segment_address(seg);
+		memset(rec, 0, offsetof(AutonomousRecord, data));
+		rec->status = l->status;
+		rec->row_count = l->row_count;
+		rec->duration_ms = l->duration_ms;
+		rec->replay_of = l->replay_of;
+		rec->at = l->at ? l->at : GetCurrentTimestamp();
+		p = rec->data + 1;		/* offset 0 means NULL */
+		for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
+		{
+			if (s[i] == NULL)
+				continue;
+			rec->offset[i] = p - rec->data;
+			strcpy(p, s[i]);
+			p += strlen(s[i]) + 1;
+		}
+
+		memset(&w, 0, sizeof(w));
+		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		w.bgw_restart_time = BGW_NEVER_RESTART;
+		snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
+		snprintf(w.bgw_function_name, BGW_MAXLEN, "MessageLogWriterMain");
+		snprintf(w.bgw_name, BGW_MAXLEN, "interop log writer for PID %d", MyProcPid);
+		snprintf(w.bgw_type, BGW_MAXLEN, "interop log writer");
+		w.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+		memcpy(w.bgw_extra, &MyDatabaseId, sizeof(Oid));
+		w.bgw_notify_pid = MyProcPid;
+		if (!RegisterDynamicBackgroundWorker(&w, &handle))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("no background worker slot is free"),
+					 errhint("Raise max_worker_processes.")));
+		if (WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
+			elog(ERROR, "the log writer did not finish");
+		written = rec->written;
+		dsm_detach(seg);
+		seg = NULL;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (seg != NULL)
+			dsm_detach(seg);
+		ereport(WARNING,
+				(errmsg("the failed exchange with %s could not be written to interop.message_log: %s",
+						l->peer ? l->peer : "a peer", edata->message)));
+		return;
+	}
+	PG_END_TRY();
+	if (!written)
+		ereport(WARNING,
+				(errmsg("the failed exchange with %s could not be written to interop.message_log",
+						l->peer ? l->peer : "a peer"),
+				 errhint("The server log has the log writer's error.")));
+}
+
+/* MessageLogWriterMain - the worker: write one record, commit, exit */
+void
+MessageLogWriterMain(Datum arg)
+{
+	Oid			dboid;
+	dsm_segment *seg;
+	AutonomousRecord *rec;
+	ExchangeLog l;
+	const char *s[AUTONOMOUS_STRINGS];
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "interop log writer");
+	seg = dsm_attach(DatumGetUInt32(arg));
+	if (seg == NULL)
+		ereport(ERROR, (errmsg("interop log writer: the record is gone")));
+	rec = dsm_segment_address(seg);
+	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
+		s[i] = rec->offset[i] ? rec->data + rec->offset[i] : NULL;
+
+	memset(&l, 0, sizeof(l));
+	l.direction = s[0];
+	l.peer = s[1];
+	l.service = s[2];
+	l.purpose = s[3];
+	l.legal_basis = s[4];
+	l.subject = s[5];
+	l.jti = s[6];
+	l.request_hash = s[7];
+	l.request = s[8];
+	l.response = s[9];
+	l.error_code = s[10];
+	l.error_message = s[11];
+	l.client = s[12];
+	l.status = rec->status;
+	l.row_count = rec->row_count;
+	l.duration_ms = rec->duration_ms;
+	l.replay_of = rec->replay_of;
+	l.at = rec->at;
+
+	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	pgstat_report_activity(STATE_RUNNING, "writing a failed exchange to interop.message_log");
+	LogExchange(&l);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	rec->written = true;
+	dsm_detach(seg);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	proc_exit(0);
 }

@@ -18,6 +18,8 @@
 #  - mTLS: no client certificate, or one from another CA, never gets in;
 #  - garbage, wrong content type, huge bodies, unknown paths and methods get
 #    their 4xx and the worker serves the next request;
+#  - the consumer logs its failed calls too (they raise an ERROR, so a worker
+#    writes the record in a transaction of its own);
 #  - a provider that is down is a clear error within interop.request_timeout;
 #    a slow call is cancelled by statement_timeout;
 #  - after kill -9 of a gateway worker the gateway serves again.
@@ -128,6 +130,14 @@ is($pop->safe_psql('postgres', qq{
 	SELECT string_agg(DISTINCT error_code, ',' ORDER BY error_code) FROM interop.message_log
 	WHERE direction = 'in' AND status >= 400}),
 	'access_denied,bad_request,purpose_not_allowed,unknown_service', 'the provider logged every refusal');
+is($portal->safe_psql('postgres', qq{
+	SELECT peer, service, status, error_code, response IS NOT NULL FROM interop.message_log WHERE direction = 'out'}),
+	"$POP|person|403|IX403|t", 'the consumer logged its refused call, although the call raised an ERROR');
+is($tax->safe_psql('postgres', qq{
+	SELECT string_agg(error_code || ':' || status, ',' ORDER BY id) FROM interop.message_log
+	WHERE direction = 'out' AND error_code IS NOT NULL}),
+	'IX403:403,IX403:403,IX404:404,IX400:400,42704:0',
+	'every failed call of the consumer is logged with its SQLSTATE, the unknown peer too');
 
 # ---- SQL injection does nothing ----
 
@@ -274,6 +284,10 @@ $t0 = time();
 like(query_error($tax, "SET interop.request_timeout = '2s'; SELECT * FROM interop.query('$POP', 'person', '{}', 'tax assessment')"),
 	qr/^08006: could not reach peer/, 'a provider that is down is 08006');
 cmp_ok(time() - $t0, '<', 3, '...within interop.request_timeout');
+is($tax->safe_psql('postgres', q{
+	SELECT status, error_code, request IS NOT NULL FROM interop.message_log ORDER BY id DESC LIMIT 1}),
+	'0|08006|t', 'the call to the provider that was down is logged, with the request that got no answer');
+
 $pop->start;
 ok(wait_for_gateway($pop, $root, $tax), 'the gateway is back after a restart');
 
