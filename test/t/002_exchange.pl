@@ -22,7 +22,9 @@
 #    writes the record in a transaction of its own);
 #  - a provider that is down is a clear error within interop.request_timeout;
 #    a slow call is cancelled by statement_timeout;
-#  - after kill -9 of a gateway worker the gateway serves again.
+#  - after kill -9 of a gateway worker the gateway serves again;
+#  - SIGHUP applies settings, and a CRL added in SQL reaches the running
+#    gateway's TLS checks, without a restart.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -308,5 +310,29 @@ ok($served, 'after kill -9 of a gateway worker the gateway serves again');
 isnt($pop->safe_psql('postgres',
 	"SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'interop gateway'"),
 	$victim, 'with new worker processes');
+
+# ---- configuration and trust changes without a restart ----
+
+$pop->safe_psql('postgres', "ALTER SYSTEM SET interop.require_client_cert = off; SELECT pg_reload_conf()");
+my $open = 0;
+for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health'); if ($code eq '200') { $open = 1; last } usleep(100_000) }
+ok($open, 'SIGHUP: with require_client_cert off, a client without a certificate is served');
+($code, $body) = curl_gateway($pop, '/v1/catalog');
+is("$code " . (claims($body) =~ /"code":\s*"(\w+)"/ ? $1 : ''), '401 client_certificate_required',
+	'...but the catalog still needs a client certificate (signed 401)');
+$pop->safe_psql('postgres', "ALTER SYSTEM RESET interop.require_client_cert; SELECT pg_reload_conf()");
+my $closed = 0;
+for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health'); if ($code eq '000') { $closed = 1; last } usleep(100_000) }
+ok($closed, 'SIGHUP: require_client_cert back on refuses it again');
+
+my $issuing = slurp("$ca/issuing/ca.crt");
+sh("$TESTCA revoke $ca issuing $ca/tax.crt && $TESTCA crl $ca issuing $ca/issuing.crl");
+my $crl = slurp("$ca/issuing.crl");
+$pop->safe_psql('postgres', "SELECT interop.add_trust_anchor(\$\$$issuing\$\$); SELECT interop.add_crl(\$\$$crl\$\$)");
+my $revoked = 0;
+for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health', as => $tax); if ($code eq '000') { $revoked = 1; last } usleep(100_000) }
+ok($revoked, 'a CRL added in SQL reaches the running gateway: the revoked client is refused in the handshake');
+($code) = curl_gateway($pop, '/v1/health', as => $portal);
+is($code, '200', '...while other clients are served');
 
 done_testing();
