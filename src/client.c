@@ -12,9 +12,10 @@
  *
  * TLS identity (DESIGN §5): the client presents the node's certificate
  * chain and key, verifies the provider's certificate against the trust
- * anchors and CRLs (the same X509_STORE that verifies signatures), and
- * checks that the certificate names the member id it meant to call, not a
- * host name.  That check runs in OpenSSL's verify callback, which must not
+ * anchors and CRLs (the same X509_STORE that verifies signatures, set as
+ * the context's verify store, which libcurl does not touch; libcurl's own
+ * check and its CA bundle are off), and checks that the certificate names the
+ * member id it meant to call, not a host name.  That check runs in OpenSSL's verify callback, which must not
  * raise an ERROR through libcurl, so it records what it saw and the caller
  * turns that into the ERROR afterwards.  A connection is reused only for
  * the member id it was verified for.
@@ -141,7 +142,15 @@ SslCtxSetup(CURL *curl, void *sslctx, void *parm)
 	TlsIdentity *id = parm;
 
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set1_cert_store(ctx, id->store);
+
+	/*
+	 * The peer is verified against the verify store, which libcurl never
+	 * touches (it loads and swaps the context's cert_store, at a moment that
+	 * differs between its versions).  So our trust store is neither filled
+	 * with public CAs nor replaced by them.
+	 */
+	if (SSL_CTX_set1_verify_cert_store(ctx, id->store) != 1)
+		return CURLE_SSL_CERTPROBLEM;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, VerifyPeer);
 	if (SSL_CTX_use_certificate(ctx, id->leaf) != 1 ||
 		SSL_CTX_use_PrivateKey(ctx, id->key) != 1)
@@ -205,8 +214,19 @@ PrepareHandles(void)
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);	/* the member id is checked instead */
+
+	/*
+	 * The peer is verified by OpenSSL itself, with our trust store and the
+	 * verify callback that SslCtxSetup installs (SSL_VERIFY_PEER: a failed
+	 * check aborts the handshake).  libcurl's own check stays off and it
+	 * gets no CA file: it would only parse the system bundle (20 ms per
+	 * connection) for a store that is not used.  The host name is not
+	 * checked: the certificate's member id is, instead.
+	 */
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+	curl_easy_setopt(easy, CURLOPT_CAINFO, "/dev/null");	/* NULL means the default bundle */
+	curl_easy_setopt(easy, CURLOPT_CAPATH, NULL);
 	curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, SslCtxSetup);
 	curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, &tls_identity);
 	curl_easy_setopt(easy, CURLOPT_SSL_SESSIONID_CACHE, 0L);

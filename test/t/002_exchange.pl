@@ -15,7 +15,9 @@
 #  - replay: the same bytes get the logged answer again, other bytes 409;
 #    expired, misaddressed, mis-signed and mis-sent (TLS client != iss)
 #    requests are refused with 401 and the right code;
-#  - mTLS: no client certificate, or one from another CA, never gets in;
+#  - mTLS: no client certificate, or one from another CA, never gets in; the
+#    consumer refuses a provider not certified by its trust anchors, or one
+#    whose certificate names another member id than the one it called;
 #  - garbage, wrong content type, huge bodies, unknown paths and methods get
 #    their 4xx and the worker serves the next request;
 #  - the consumer logs its failed calls too (they raise an ERROR, so a worker
@@ -261,6 +263,20 @@ like("$code $body", qr/^200 \{"openapi":"3/, 'GET /v1/openapi.json describes the
 is($tax->safe_psql('postgres', qq{
 	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P1"}', 'tax assessment')}),
 	'1', 'after all that the gateway still serves');
+
+# ---- the consumer checks who it talks to ----
+
+$tax->safe_psql('postgres', "SELECT interop.add_peer('$PORTAL', '@{[gateway_url($pop)]}')");
+like(query_error($tax, "SELECT * FROM interop.query('$PORTAL', 'person', '{}')"),
+	qr/^IX006: peer at https:\/\/127.0.0.1:\d+\/v1\/query is not \Q$PORTAL\E \| Its TLS certificate names "\Q$POP\E"/,
+	'a peer URL that leads to another member is refused in the TLS handshake (IX006)');
+$tax->safe_psql('postgres', "SELECT interop.remove_peer('$PORTAL')");
+my $anchors = $portal->safe_psql('postgres', 'SELECT certificate FROM interop.trust_anchor');
+$portal->safe_psql('postgres', 'DELETE FROM interop.trust_anchor');
+like(query_error($portal, "SELECT * FROM interop.query('$POP', 'person', '{}')"),
+	qr/^IX002: TLS handshake with peer \Q$POP\E failed/,
+	'a provider whose certificate is not from a trust anchor is refused (IX002), whatever public CAs the system trusts');
+$portal->safe_psql('postgres', "SELECT interop.add_trust_anchor(\$\$$anchors\$\$)");
 
 # ---- mutual TLS ----
 
