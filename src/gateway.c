@@ -347,14 +347,21 @@ PlainAnswer(Answer *a, int status, const char *code, const char *message)
 	a->len = buf.len;
 }
 
-/* SignedAnswer - sign a payload built by protocol.c */
+/*
+ * SignedAnswer - sign a payload built by protocol.c, into the request's
+ * memory context: every SPI call leaves CurrentMemoryContext at SPI's
+ * procedure context, which the commit frees before the answer is sent.
+ */
 static void
-SignedAnswer(Answer *a, int status, const char *payload)
+SignedAnswer(Answer *a, MemoryContext cxt, int status, const char *payload)
 {
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
 	a->status = status;
 	a->content_type = "application/jose";
 	a->body = JwsSignJson(payload, strlen(payload));
 	a->len = strlen(a->body);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /* ---- one request ---- */
@@ -367,6 +374,7 @@ typedef struct Exchange
 	const char *tls_member;
 	char	   *client;
 	TimestampTz started;
+	MemoryContext cxt;			/* the request's: what must outlive the commit */
 	ExchangeRequest req;		/* filled by CheckRequest as far as it got */
 	ExchangeLog log;
 	Answer		answer;
@@ -438,8 +446,8 @@ AnswerReplay(Exchange *x, const LoggedAnswer *first)
 	{
 		x->answer.status = first->status;
 		x->answer.content_type = "application/jose";
-		x->answer.body = first->response;
-		x->answer.len = strlen(first->response);
+		x->answer.body = MemoryContextStrdup(x->cxt, first->response);
+		x->answer.len = strlen(x->answer.body);
 		FinishLog(x, first->status, first->status == 200 ? NULL : "retry", NULL);
 		x->log.error_code = first->status == 200 ? NULL : x->log.error_code;
 	}
@@ -447,7 +455,7 @@ AnswerReplay(Exchange *x, const LoggedAnswer *first)
 	{
 		char	   *msg = psprintf("jti %s was already used by another request of %s", req->jti, req->iss);
 
-		SignedAnswer(&x->answer, 409, BuildError(req->iss, req->jti, req->hash, "replayed", msg));
+		SignedAnswer(&x->answer, x->cxt, 409, BuildError(req->iss, req->jti, req->hash, "replayed", msg));
 		FinishLog(x, 409, "replayed", msg);
 	}
 	if (LogExchange(&x->log) == 0)
@@ -506,7 +514,7 @@ ServeVerified(Exchange *x)
 	}
 	if (!ok)
 		payload = BuildError(req->iss, req->jti, req->hash, refusal.code, refusal.message);
-	SignedAnswer(&x->answer, ok ? 200 : refusal.http_status, payload);
+	SignedAnswer(&x->answer, x->cxt, ok ? 200 : refusal.http_status, payload);
 
 	/* log */
 	x->log.legal_basis = ans.legal_basis;
@@ -561,7 +569,7 @@ AnswerFailure(Exchange *x, ErrorData *edata, MemoryContext cxt)
 		x->log.purpose = req->iss ? req->purpose : NULL;
 		x->log.jti = req->jti;
 		x->log.row_count = -1;
-		SignedAnswer(&x->answer, status, BuildError(req->iss, req->jti, req->hash, code, message));
+		SignedAnswer(&x->answer, cxt, status, BuildError(req->iss, req->jti, req->hash, code, message));
 		FinishLog(x, status, code, message);
 		if (LogExchange(&x->log) == 0)
 			elog(ERROR, "a failed request was recorded as a first request");
@@ -641,7 +649,7 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	{
 		BeginRequest(cxt);
 		if (x->tls_member == NULL || x->tls_member[0] == '\0')
-			SignedAnswer(&x->answer, 401,
+			SignedAnswer(&x->answer, cxt, 401,
 						 BuildError(NULL, NULL, NULL, "client_certificate_required",
 									"the catalog lists the services granted to the member named by the TLS client certificate"));
 		else
@@ -655,7 +663,7 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 			escape_json(&buf, x->tls_member);
 			appendStringInfo(&buf, ",\"iat\":%ld,\"services\":%s}", (long) time(NULL),
 							 CatalogJson(x->tls_member));
-			SignedAnswer(&x->answer, 200, buf.data);
+			SignedAnswer(&x->answer, cxt, 200, buf.data);
 		}
 		EndRequest(cxt);
 	}
@@ -684,7 +692,7 @@ HandleHealth(Exchange *x, MemoryContext cxt)
 	PG_TRY();
 	{
 		BeginRequest(cxt);
-		member = pstrdup(GetNodeState()->member_id);
+		member = MemoryContextStrdup(cxt, GetNodeState()->member_id);
 		EndRequest(cxt);
 	}
 	PG_CATCH();
@@ -747,6 +755,7 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	Exchange	x;
 
 	memset(&x, 0, sizeof(x));
+	x.cxt = cxt;
 	x.started = GetCurrentTimestamp();
 	x.client = ClientAddress(hreq);
 	x.tls_member = ClientMember(hreq);

@@ -308,6 +308,14 @@ is($tax->safe_psql('postgres', q{
 
 $pop->start;
 ok(wait_for_gateway($pop, $root, $tax), 'the gateway is back after a restart');
+# A burst right after a start, when every process reloads its caches.  (An
+# answer once built in memory that the commit frees came out corrupted in
+# that situation in test/bench/exchange; this burst did not catch it here,
+# so it is a smoke test only.)
+is($tax->safe_psql('postgres', qq{
+	SELECT count(*) FROM generate_series(1, 300) i,
+		LATERAL interop.query('$POP', 'person', jsonb_build_object('id', 'P' || (i % 100 + 1)), 'tax assessment')}),
+	'300', '300 calls in a row right after the provider started all get their verified row');
 
 # ---- kill -9 of a gateway worker ----
 
