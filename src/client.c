@@ -409,8 +409,8 @@ PeerBaseUrl(const char *member)
 	Datum		values[1] = {CStringGetTextDatum(member)};
 	int			ret;
 
-	ret = SPI_execute_with_args("SELECT base_url FROM interop.peer WHERE member_id = $1::interop.member_id",
-								1, argtypes, values, NULL, true, 1);
+	ret = ExecuteCached("SELECT base_url FROM interop.peer WHERE member_id = $1::interop.member_id",
+						1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.peer: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)

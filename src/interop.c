@@ -19,10 +19,14 @@
 #include <limits.h>
 
 #include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/memutils.h"
+#include "lib/stringinfo.h"
 #include "utils/rel.h"
 
 #include <jansson.h>
@@ -81,6 +85,69 @@ InteropRelcacheCallback(Datum arg, Oid relid)
 		InvalidateNodeCache();
 		interop_identity_generation++;
 	}
+}
+
+/*
+ * Prepared statements of the request path, kept per process.  Parsing and
+ * planning the same few statements on every request cost more than running
+ * them; the plan cache revalidates a kept plan when a table it uses changes.
+ */
+#define PLAN_CACHE_SLOTS 64
+
+typedef struct CachedPlanSlot
+{
+	uint32		hash;
+	char	   *key;			/* SQL text and argument types, TopMemoryContext */
+	SPIPlanPtr	plan;
+} CachedPlanSlot;
+
+static CachedPlanSlot plan_cache[PLAN_CACHE_SLOTS];
+static int	plan_cache_next = 0;
+
+/*
+ * ExecuteCached - SPI_execute_with_args() with the plan prepared once per
+ * process for this SQL text and these argument types.  The caller is
+ * connected to SPI.
+ */
+int
+ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls,
+			  bool read_only, long count)
+{
+	StringInfoData key;
+	uint32		hash;
+	CachedPlanSlot *slot = NULL;
+
+	initStringInfo(&key);
+	appendStringInfoString(&key, sql);
+	for (int i = 0; i < nargs; i++)
+		appendStringInfo(&key, " %u", argtypes[i]);
+	hash = hash_bytes((const unsigned char *) key.data, key.len);
+	for (int i = 0; i < PLAN_CACHE_SLOTS; i++)
+		if (plan_cache[i].key != NULL && plan_cache[i].hash == hash &&
+			strcmp(plan_cache[i].key, key.data) == 0)
+		{
+			slot = &plan_cache[i];
+			break;
+		}
+	if (slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		slot = &plan_cache[plan_cache_next];
+		plan_cache_next = (plan_cache_next + 1) % PLAN_CACHE_SLOTS;
+		if (slot->key != NULL)
+		{
+			SPI_freeplan(slot->plan);
+			pfree(slot->key);
+		}
+		slot->key = MemoryContextStrdup(TopMemoryContext, key.data);
+		slot->hash = hash;
+		slot->plan = plan;
+	}
+	pfree(key.data);
+	return SPI_execute_plan(slot->plan, values, nulls, read_only, count);
 }
 
 /* JanssonAlloc - jansson allocates in the current memory context */

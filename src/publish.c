@@ -96,10 +96,10 @@ LoadService(const char *name, Service *svc, ServiceRefusal *refusal)
 	bool		isnull;
 	Datum		d;
 
-	ret = SPI_execute_with_args("SELECT name, source::oid, filter_columns, subject_column, "
-								"requires_consent, max_rows, owner::oid "
-								"FROM interop.service WHERE name = $1",
-								1, argtypes, values, NULL, true, 1);
+	ret = ExecuteCached("SELECT name, source::oid, filter_columns, subject_column, "
+						"requires_consent, max_rows, owner::oid "
+						"FROM interop.service WHERE name = $1",
+						1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.service: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -142,10 +142,10 @@ AuthorizeConsumer(const Service *svc, const ServiceRequest *req, ServiceAnswer *
 	values[0] = CStringGetTextDatum(svc->name);
 	values[1] = CStringGetTextDatum(req->consumer);
 	values[2] = req->purpose ? CStringGetTextDatum(req->purpose) : (Datum) 0;
-	ret = SPI_execute_with_args("SELECT purposes IS NULL, $3 = ANY (purposes), legal_basis "
-								"FROM interop.access_grant "
-								"WHERE service = $1 AND consumer = $2::interop.member_id",
-								3, argtypes, values, req->purpose ? "   " : "  n", true, 1);
+	ret = ExecuteCached("SELECT purposes IS NULL, $3 = ANY (purposes), legal_basis "
+						"FROM interop.access_grant "
+						"WHERE service = $1 AND consumer = $2::interop.member_id",
+						3, argtypes, values, req->purpose ? "   " : "  n", true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.access_grant: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -390,7 +390,7 @@ RunServiceQuery(const Service *svc, BoundFilter *filters, int nfilters, ServiceA
 						   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
-		ret = SPI_execute_with_args(sql.data, nfilters, argtypes, values, NULL, true, 0);
+		ret = ExecuteCached(sql.data, nfilters, argtypes, values, NULL, true, 0);
 	}
 	PG_FINALLY();
 	{
