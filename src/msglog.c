@@ -182,23 +182,22 @@ typedef struct AutonomousRecord
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } AutonomousRecord;
 
-/* RecordStrings - the string fields of a record, in a fixed order */
-static void
-RecordStrings(const ExchangeLog *l, const char **s)
+/* the string fields of a record, in the order they are stored */
+static const size_t record_strings[AUTONOMOUS_STRINGS] = {
+	offsetof(ExchangeLog, direction), offsetof(ExchangeLog, peer),
+	offsetof(ExchangeLog, service), offsetof(ExchangeLog, purpose),
+	offsetof(ExchangeLog, legal_basis), offsetof(ExchangeLog, subject),
+	offsetof(ExchangeLog, jti), offsetof(ExchangeLog, request_hash),
+	offsetof(ExchangeLog, request), offsetof(ExchangeLog, response),
+	offsetof(ExchangeLog, error_code), offsetof(ExchangeLog, error_message),
+	offsetof(ExchangeLog, client)
+};
+
+/* RecordString - the address of string field i of a record */
+static const char **
+RecordString(const ExchangeLog *l, int i)
 {
-	s[0] = l->direction;
-	s[1] = l->peer;
-	s[2] = l->service;
-	s[3] = l->purpose;
-	s[4] = l->legal_basis;
-	s[5] = l->subject;
-	s[6] = l->jti;
-	s[7] = l->request_hash;
-	s[8] = l->request;
-	s[9] = l->response;
-	s[10] = l->error_code;
-	s[11] = l->error_message;
-	s[12] = l->client;
+	return (const char **) ((char *) l + record_strings[i]);
 }
 
 /*
@@ -219,10 +218,12 @@ LogExchangeAutonomously(const ExchangeLog *l)
 	volatile bool written = false;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	RecordStrings(l, s);
 	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
+	{
+		s[i] = *RecordString(l, i);
 		if (s[i] != NULL)
 			size += strlen(s[i]) + 1;
+	}
 
 	PG_TRY();
 	{
@@ -296,7 +297,6 @@ MessageLogWriterMain(Datum arg)
 	dsm_segment *seg;
 	AutonomousRecord *rec;
 	ExchangeLog l;
-	const char *s[AUTONOMOUS_STRINGS];
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	BackgroundWorkerUnblockSignals();
@@ -306,23 +306,9 @@ MessageLogWriterMain(Datum arg)
 	if (seg == NULL)
 		ereport(ERROR, (errmsg("interop log writer: the record is gone")));
 	rec = dsm_segment_address(seg);
-	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
-		s[i] = rec->offset[i] ? rec->data + rec->offset[i] : NULL;
-
 	memset(&l, 0, sizeof(l));
-	l.direction = s[0];
-	l.peer = s[1];
-	l.service = s[2];
-	l.purpose = s[3];
-	l.legal_basis = s[4];
-	l.subject = s[5];
-	l.jti = s[6];
-	l.request_hash = s[7];
-	l.request = s[8];
-	l.response = s[9];
-	l.error_code = s[10];
-	l.error_message = s[11];
-	l.client = s[12];
+	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
+		*RecordString(&l, i) = rec->offset[i] ? rec->data + rec->offset[i] : NULL;
 	l.status = rec->status;
 	l.row_count = rec->row_count;
 	l.duration_ms = rec->duration_ms;
