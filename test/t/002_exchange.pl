@@ -19,7 +19,9 @@
 #    consumer refuses a provider not certified by its trust anchors, or one
 #    whose certificate names another member id than the one it called;
 #  - garbage, wrong content type, huge bodies, unknown paths and methods get
-#    their 4xx and the worker serves the next request;
+#    their 4xx, plain HTTP and silent or half-open connections get nothing
+#    and hold up no one, and the worker serves the next request;
+#  - consent_required and too_large (an answer over max_response_size);
 #  - the consumer logs its failed calls too (they raise an ERROR, so a worker
 #    writes the record in a transaction of its own);
 #  - a provider that is down is a clear error within interop.request_timeout;
@@ -264,6 +266,27 @@ is($tax->safe_psql('postgres', qq{
 	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P1"}', 'tax assessment')}),
 	'1', 'after all that the gateway still serves');
 
+# ---- consent, oversized answers ----
+
+$pop->safe_psql('postgres', qq{
+	SELECT interop.publish('health', 'person', filter_columns => '{id}', subject_column => 'id', requires_consent => true);
+	SELECT interop.grant_access('health', '$TAX');
+	SELECT interop.publish('everyone', 'person', max_rows => 1000);
+	SELECT interop.grant_access('everyone', '$TAX');
+	ALTER SYSTEM SET interop.max_response_size = '4kB'; SELECT pg_reload_conf();
+});
+like(query_error($tax, "SELECT * FROM interop.query('$POP', 'health', '{\"id\":\"P1\"}')"),
+	qr/^IX403: .*consent_required/, 'a service that requires consent refuses without it (IX403 consent_required)');
+my $too_large = 'no refusal';
+for (1 .. 30)
+{
+	$too_large = query_error($tax, "SELECT count(*) FROM interop.query('$POP', 'everyone')");
+	last if $too_large =~ /too_large/;
+	usleep(100_000);
+}
+like($too_large, qr/^IX413: .*too_large/, 'an answer over the provider\'s interop.max_response_size is refused (IX413 too_large)');
+$pop->safe_psql('postgres', "ALTER SYSTEM RESET interop.max_response_size; SELECT pg_reload_conf()");
+
 # ---- the consumer checks who it talks to ----
 
 $tax->safe_psql('postgres', "SELECT interop.add_peer('$PORTAL', '@{[gateway_url($pop)]}')");
@@ -285,6 +308,29 @@ is($nocode, '000', 'a client without a certificate is refused during the TLS han
 ($nocode, undef, $noerr) = curl_gateway($pop, '/v1/health',
 	extra => [ '--cert', "$ca/rogue-tax.crt", '--key', "$ca/rogue-tax.key" ]);
 is($nocode, '000', 'a client certificate from another CA is refused during the handshake');
+
+# ---- plain HTTP and slow clients ----
+
+my ($plain_http) = do {
+	my ($o, $e);
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}',
+		"http://127.0.0.1:$pop->{interop_port}/v1/health" ], '>', \$o, '2>', \$e);
+	($o);
+};
+is($plain_http, '000', 'plain HTTP on the TLS port gets no HTTP answer');
+require IO::Socket::INET;
+my @idle = map {
+	IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $pop->{interop_port}, Proto => 'tcp')
+	  or die "connect: $!"
+} 1 .. 4;
+syswrite($idle[0], "\x16\x03\x01\x00\x10");	# the start of a TLS record, never finished
+my $t_idle = time();
+is($tax->safe_psql('postgres', qq{
+	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P5"}', 'tax assessment') a,
+		interop.query('$POP', 'person', '{"id":"P6"}', 'tax assessment') b}),
+	'1', 'silent and half-open connections do not hold up other clients');
+cmp_ok(time() - $t_idle, '<', 2, '...which are served at once');
+close($_) for @idle;
 
 # ---- time limits ----
 
