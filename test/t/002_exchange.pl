@@ -330,7 +330,30 @@ is($tax->safe_psql('postgres', qq{
 		interop.query('$POP', 'person', '{"id":"P6"}', 'tax assessment') b}),
 	'1', 'silent and half-open connections do not hold up other clients');
 cmp_ok(time() - $t_idle, '<', 2, '...which are served at once');
-close($_) for @idle;
+close($_) for @idle[1 .. 3];
+my $slow = $idle[0];
+
+# a client that opened a connection and never finished its TLS handshake
+# is cut off: idle connections close after interop.request_timeout + 10 s
+# (the provider runs with 2 s)
+my $cut = 0;
+if ($slow)
+{
+	my $deadline = $t_idle + 25;
+	while (time() < $deadline)
+	{
+		my $rin = '';
+		vec($rin, fileno($slow), 1) = 1;
+		if (select(my $rout = $rin, undef, undef, 1) > 0)
+		{
+			my $n = sysread($slow, my $buf, 1024);
+			if (!defined $n || $n == 0 || $buf =~ /^\x15/) { $cut = 1; last }
+		}
+	}
+}
+ok($cut, 'a connection that never finishes its handshake is closed by the gateway');
+my $held = time() - $t_idle;
+cmp_ok($held, '>', 5, "...after its idle time limit, not at once (held ${held}s)");
 
 # ---- time limits ----
 
@@ -344,6 +367,9 @@ cmp_ok(time() - $t0, '<', 1.5, '...promptly');
 # ---- a provider that is down ----
 
 $pop->stop;
+my $stoplog = slurp($pop->logfile);
+ok($stoplog =~ /interop gateway 1 stopped/ && $stoplog =~ /interop gateway 2 stopped/,
+	'on SIGTERM (a fast shutdown) both gateway workers exit cleanly');
 $t0 = time();
 like(query_error($tax, "SET interop.request_timeout = '2s'; SELECT * FROM interop.query('$POP', 'person', '{}', 'tax assessment')"),
 	qr/^08006: could not reach peer/, 'a provider that is down is 08006');
@@ -404,5 +430,6 @@ for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health', as => $tax); if ($cod
 ok($revoked, 'a CRL added in SQL reaches the running gateway: the revoked client is refused in the handshake');
 ($code) = curl_gateway($pop, '/v1/health', as => $portal);
 is($code, '200', '...while other clients are served');
+
 
 done_testing();
