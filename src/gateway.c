@@ -80,6 +80,18 @@ static SSL_CTX *tls_ctx = NULL;
 static uint64 tls_generation = 0;
 static bool in_request = false;
 
+/*
+ * Overload: each worker counts its open TLS connections (a connection's SSL
+ * object carries a mark whose free callback decrements the count).  A
+ * connection that arrives beyond interop.gateway_max_connections is marked
+ * as overflow: its requests get 429 and it is closed, while connections
+ * already open go on being served.
+ */
+#define CONNECTION_NORMAL ((void *) 1)
+#define CONNECTION_OVERFLOW ((void *) 2)
+static int connection_mark = -1;
+static int open_connections = 0;
+
 /* RegisterGatewayWorkers - one background worker per interop.gateway_workers */
 void
 RegisterGatewayWorkers(void)
@@ -212,6 +224,14 @@ RefreshTlsContext(bool force)
 	tls_ctx = ctx;
 }
 
+/* ConnectionFreed - OpenSSL frees a connection's SSL: one connection less */
+static void
+ConnectionFreed(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	if (ptr != NULL)
+		open_connections--;
+}
+
 /* NewConnection - a TLS bufferevent for a connection evhttp accepted */
 static struct bufferevent *
 NewConnection(struct event_base *b, void *arg)
@@ -221,11 +241,25 @@ NewConnection(struct event_base *b, void *arg)
 
 	if (ssl == NULL)
 		return NULL;
+	open_connections++;
+	SSL_set_ex_data(ssl, connection_mark, open_connections > interop_gateway_max_connections ?
+					CONNECTION_OVERFLOW : CONNECTION_NORMAL);
 	bev = bufferevent_openssl_socket_new(b, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 										 BEV_OPT_CLOSE_ON_FREE);
 	if (bev != NULL)
 		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+/* Overflowing - did this request's connection arrive beyond the limit? */
+static bool
+Overflowing(struct evhttp_request *hreq)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
+	struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+	SSL		   *ssl = bev && interop_tls ? bufferevent_openssl_get_ssl(bev) : NULL;
+
+	return ssl != NULL && SSL_get_ex_data(ssl, connection_mark) == CONNECTION_OVERFLOW;
 }
 
 /*
@@ -325,6 +359,11 @@ Send(struct evhttp_request *hreq, const Answer *a)
 	evhttp_add_header(headers, "Cache-Control", "no-store");
 	if (a->status == 405)
 		evhttp_add_header(headers, "Allow", "GET, POST");
+	if (a->status == 429)
+	{
+		evhttp_add_header(headers, "Retry-After", "1");
+		evhttp_add_header(headers, "Connection", "close");
+	}
 	evhttp_send_reply(hreq, a->status, ReasonPhrase(a->status), out);
 	evbuffer_free(out);
 }
@@ -682,6 +721,30 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	PG_END_TRY();
 }
 
+/* HandleOverload - 429 to a connection beyond interop.gateway_max_connections */
+static void
+HandleOverload(Exchange *x, MemoryContext cxt)
+{
+	char	   *message = psprintf("this gateway worker has %d connections open; interop.gateway_max_connections is %d; retry later",
+								   open_connections, interop_gateway_max_connections);
+
+	PG_TRY();
+	{
+		BeginRequest(cxt);
+		SignedAnswer(&x->answer, cxt, 429, BuildError(NULL, NULL, NULL, "overloaded", message));
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		PlainAnswer(&x->answer, 429, "overloaded", message);
+	}
+	PG_END_TRY();
+}
+
 /* HandleHealth - GET /v1/health */
 static void
 HandleHealth(Exchange *x, MemoryContext cxt)
@@ -733,6 +796,7 @@ static const char openapi_json[] =
 "\"404\":{\"description\":\"unknown_service\"},"
 "\"409\":{\"description\":\"replayed: the jti was used by another request\"},"
 "\"413\":{\"description\":\"too_large\"},"
+"\"429\":{\"description\":\"overloaded: retry with a new connection\"},"
 "\"500\":{\"description\":\"internal_error or timeout\"}}}},"
 "\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
 "\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
@@ -763,7 +827,9 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	pgstat_report_activity(STATE_RUNNING, psprintf("%s %s", method == EVHTTP_REQ_POST ? "POST" : "GET",
 												   path ? path : "?"));
 
-	if (path == NULL)
+	if (Overflowing(hreq))
+		HandleOverload(&x, cxt);
+	else if (path == NULL)
 		PlainAnswer(&x.answer, 400, "bad_request", "the request line has no path");
 	else if (strcmp(path, "/v1/query") == 0)
 	{
@@ -993,6 +1059,7 @@ GatewayMain(Datum arg)
 	if (!WaitUntilReady())
 		proc_exit(0);
 
+	connection_mark = SSL_get_ex_new_index(0, NULL, NULL, NULL, ConnectionFreed);
 	base = event_base_new();
 	http = base ? evhttp_new(base) : NULL;
 	if (http == NULL)

@@ -47,6 +47,7 @@ int			interop_request_timeout = 30000;
 int			interop_max_clock_skew = 300;
 int			interop_max_request_size = 1024 * 1024;
 int			interop_max_response_size = 64 * 1024 * 1024;
+int			interop_gateway_max_connections = 256;
 
 /* CheckListenAddresses - "*" or a comma-separated list of host names or addresses */
 static bool
@@ -218,6 +219,15 @@ _PG_init(void)
 							&interop_gateway_workers,
 							2, 0, 64,
 							startup,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.gateway_max_connections",
+							"Open client connections per gateway worker beyond which requests get 429.",
+							"A connection that arrives beyond the limit is answered 429 overloaded and closed; connections already open are served.",
+							&interop_gateway_max_connections,
+							256, 1, 100000,
+							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
 

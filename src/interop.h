@@ -163,6 +163,7 @@ extern int	interop_request_timeout;
 extern int	interop_max_clock_skew;
 extern int	interop_max_request_size;
 extern int	interop_max_response_size;
+extern int	interop_gateway_max_connections;
 extern uint64 interop_identity_generation;
 extern int	ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values,
 						  const char *nulls, bool read_only, long count);

@@ -21,7 +21,8 @@
 #  - garbage, wrong content type, huge bodies, unknown paths and methods get
 #    their 4xx, plain HTTP and silent or half-open connections get nothing
 #    and hold up no one, and the worker serves the next request;
-#  - consent_required and too_large (an answer over max_response_size);
+#  - consent_required, too_large (an answer over max_response_size) and
+#    overloaded (a connection beyond gateway_max_connections);
 #  - the consumer logs its failed calls too (they raise an ERROR, so a worker
 #    writes the record in a transaction of its own);
 #  - a provider that is down is a clear error within interop.request_timeout;
@@ -354,6 +355,27 @@ if ($slow)
 ok($cut, 'a connection that never finishes its handshake is closed by the gateway');
 my $held = time() - $t_idle;
 cmp_ok($held, '>', 5, "...after its idle time limit, not at once (held ${held}s)");
+
+# ---- overload ----
+
+$pop->safe_psql('postgres', "ALTER SYSTEM SET interop.gateway_max_connections = 1; SELECT pg_reload_conf()");
+usleep(500_000);
+# 16 idle connections: the kernel spreads them over both workers
+my @crowd = map {
+	IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $pop->{interop_port}, Proto => 'tcp')
+	  or die "connect: $!"
+} 1 .. 16;
+usleep(300_000);
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => openssl_sign($tax, request()),
+	extra => [ '-D', '-' ]);
+like($code, qr/^Retry-After: 1\r?$/m, 'a connection beyond interop.gateway_max_connections is told to retry later');
+like($code, qr/429$/, '...with 429');
+like(claims($body), qr/"code":\s*"overloaded"/, '...as a signed "overloaded" error');
+close($_) for @crowd;
+my $relieved = 0;
+for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health', as => $tax); if ($code eq '200') { $relieved = 1; last } usleep(100_000) }
+ok($relieved, 'once the crowd is gone the gateway serves new connections again');
+$pop->safe_psql('postgres', "ALTER SYSTEM RESET interop.gateway_max_connections; SELECT pg_reload_conf()");
 
 # ---- time limits ----
 
