@@ -29,7 +29,9 @@
 #    a slow call is cancelled by statement_timeout;
 #  - after kill -9 of a gateway worker the gateway serves again;
 #  - SIGHUP applies settings, and a CRL added in SQL reaches the running
-#    gateway's TLS checks, without a restart.
+#    gateway's TLS checks, without a restart;
+#  - with interop.tls off (behind a TLS-terminating proxy) the gateway
+#    speaks plain HTTP and requests are authenticated by their signature.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -453,5 +455,39 @@ ok($revoked, 'a CRL added in SQL reaches the running gateway: the revoked client
 ($code) = curl_gateway($pop, '/v1/health', as => $portal);
 is($code, '200', '...while other clients are served');
 
+
+# ---- behind a TLS-terminating proxy: interop.tls = off ----
+
+my $proxied = new_node('proxied', 'MN/GOV/4000004/archive', $ca, 'interop.tls' => 'off');
+$proxied->safe_psql('postgres', qq{
+	CREATE TABLE record (id text PRIMARY KEY, title text);
+	INSERT INTO record VALUES ('R1', 'Land deed 1921');
+	SELECT interop.publish('record', 'record', filter_columns => '{id}');
+	SELECT interop.grant_access('record', '$PORTAL');
+});
+my ($pcode, $pbody);
+for (1 .. 50)
+{
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '%{http_code}',
+		"http://127.0.0.1:$proxied->{interop_port}/v1/health" ], '>', \$pbody);
+	last if $pbody =~ /200$/;
+	usleep(100_000);
+}
+like($pbody, qr/^\{"status":"ok","member":"MN\/GOV\/4000004\/archive".*200$/, 'with interop.tls off the gateway speaks plain HTTP');
+my $claims_rec = request(iss => $PORTAL, aud => 'MN/GOV/4000004/archive', params => '{"id":"R1"}');
+$claims_rec =~ s/"svc":"person"/"svc":"record"/;
+my $preq = openssl_sign($portal, $claims_rec);
+my $tmpd = PostgreSQL::Test::Utils::tempdir();
+spew("$tmpd/req", $preq);
+IPC::Run::run([ 'curl', '-s', '--max-time', '10', '-H', 'Content-Type: application/jose',
+	'--data-binary', "\@$tmpd/req", "http://127.0.0.1:$proxied->{interop_port}/v1/query" ], '>', \$pbody);
+like(claims($pbody), qr/"rows":\s*\[\["R1",\s*"Land deed 1921"\]\]/,
+	'...and answers a request authenticated by its signature alone, signed');
+$preq =~ s/\.([^.]+)$/.AAAA$1/;
+spew("$tmpd/req", $preq);
+IPC::Run::run([ 'curl', '-s', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Content-Type: application/jose',
+	'--data-binary', "\@$tmpd/req", "http://127.0.0.1:$proxied->{interop_port}/v1/query" ], '>', \$pbody);
+is($pbody, '401', '...and refuses a broken signature (401)');
+$proxied->stop;
 
 done_testing();
