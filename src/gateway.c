@@ -430,6 +430,24 @@ BeginRequest(MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 }
 
+/*
+ * AbortRequest - in a PG_CATCH: the error, copied into the request's
+ * memory, and the transaction rolled back.
+ */
+static ErrorData *
+AbortRequest(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
 /* EndRequest - commit */
 static void
 EndRequest(MemoryContext cxt)
@@ -616,13 +634,8 @@ AnswerFailure(Exchange *x, ErrorData *edata, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *e2;
+		ErrorData  *e2 = AbortRequest(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		e2 = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
 		ereport(LOG,
 				(errmsg("interop gateway: could not sign or log the answer to a failed request: %s", e2->message),
 				 errdetail("The request failed with: %s", edata->message)));
@@ -667,12 +680,7 @@ HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
+		edata = AbortRequest(cxt);
 		failed = true;
 	}
 	PG_END_TRY();
@@ -708,13 +716,8 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = AbortRequest(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
 		ereport(LOG, (errmsg("interop gateway: catalog failed: %s", edata->message)));
 		PlainAnswer(&x->answer, 500, "internal_error", "the catalog could not be built");
 	}
@@ -736,10 +739,7 @@ HandleOverload(Exchange *x, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
+		(void) AbortRequest(cxt);
 		PlainAnswer(&x->answer, 429, "overloaded", message);
 	}
 	PG_END_TRY();
@@ -760,10 +760,7 @@ HandleHealth(Exchange *x, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
+		(void) AbortRequest(cxt);	/* no identity: the answer says so */
 	}
 	PG_END_TRY();
 

@@ -304,7 +304,7 @@ MessageLogWriterMain(Datum arg)
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, "interop log writer");
 	seg = dsm_attach(DatumGetUInt32(arg));
 	if (seg == NULL)
-		ereport(ERROR, (errmsg("interop log writer: the record is gone")));
+		elog(ERROR, "interop log writer: the record is gone");
 	rec = dsm_segment_address(seg);
 	memset(&l, 0, sizeof(l));
 	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)

@@ -261,8 +261,9 @@ CheckTimes(int64 iat, int64 exp, bool need_exp)
 /*
  * CheckRequest - DESIGN §5's verification order on a request body.
  * tls_member is the member id of the TLS client certificate, or NULL when
- * the connection had none.  Fills req; raises an ERROR naming the first
- * check that failed.
+ * the connection had none.  req->hash may hold the body's RequestHash()
+ * already; the rest of req is filled here.  Raises an ERROR naming the
+ * first check that failed.
  */
 void
 CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeRequest *req)
@@ -275,8 +276,11 @@ CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeReque
 	JsonbValue *params;
 	const char *self;
 
+	/* the caller may have hashed the body already, to answer a failure */
+	char	   *hash = req->hash ? req->hash : RequestHash(body, len);
+
 	memset(req, 0, sizeof(*req));
-	req->hash = RequestHash(body, len);
+	req->hash = hash;
 
 	/* size, structure, alg, x5c chain, dates, revocation, signature */
 	if (len > (size_t) interop_max_request_size)
