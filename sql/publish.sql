@@ -96,7 +96,7 @@ SELECT interop.dry_run('no_such', 'MN/GOV/2000001/tax');
 SELECT interop.dry_run('address_open', 'MN/GOV/9999999/stranger', '{"id":"38001010000"}');
 SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"owner_id":"38001010000"}');
 SELECT interop.dry_run('vehicles', 'MN/GOV/2000001/tax', '{"owner_id":"38001010000"}', 'marketing');
--- consent records come with the consent issue; until then no subject has one
+-- a service with requires_consent: no consent of this subject is recorded (see consent.sql)
 SELECT interop.publish('address_consent', 'registry.person_address', filter_columns => '{id}',
                        subject_column => 'id', requires_consent => true);
 SELECT interop.grant_access('address_consent', 'MN/GOV/2000001/tax');

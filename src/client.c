@@ -525,6 +525,7 @@ typedef struct Call
 	char	   *request;
 	char	   *req_hash;
 	HttpResult res;				/* status 0 until an answer arrived */
+	char	   *subject;		/* the answer's "sub" claim */
 	int			nrows;
 	TimestampTz started;
 } Call;
@@ -563,6 +564,12 @@ CallPeer(Call *c, ReturnSetInfo *rsinfo)
 				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
 				 errmsg("peer %s answered HTTP %ld without an error claim", c->provider, c->res.status)));
 	c->nrows = RowsToTuplestore(payload, rsinfo->setResult, rsinfo->setDesc);
+	{
+		JsonbValue *sub = ResponseClaim(payload, "sub");
+
+		if (sub != NULL && sub->type == jbvString)
+			c->subject = pnstrdup(sub->val.string.val, sub->val.string.len);
+	}
 }
 
 /* CallLog - the consumer's record of a call */
@@ -574,6 +581,7 @@ CallLog(const Call *c, ExchangeLog *log, const char *error_code, const char *err
 	log->peer = c->provider;
 	log->service = c->service;
 	log->purpose = c->purpose;
+	log->subject = c->subject;
 	log->jti = c->jti;
 	log->request_hash = c->req_hash;
 	log->request = c->request;

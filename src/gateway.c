@@ -559,7 +559,7 @@ ServeVerified(Exchange *x)
 	/* sign */
 	if (ok)
 	{
-		payload = BuildAnswer(req, AnswerJson(&ans));
+		payload = BuildAnswer(req, ans.subject, AnswerJson(&ans));
 		if (strlen(payload) > (size_t) interop_max_response_size)
 		{
 			ok = false;
@@ -576,12 +576,14 @@ ServeVerified(Exchange *x)
 	/* log */
 	x->log.legal_basis = ans.legal_basis;
 	x->log.subject = ans.subject;
+	x->log.consent_id = ans.consent_id;
 	x->log.row_count = ok ? ans.nrows : -1;
 	FinishLog(x, x->answer.status, ok ? NULL : refusal.code, ok ? NULL : refusal.message);
 	if (LogExchange(&x->log) == 0)
 	{
 		/* the same jti was answered meanwhile by another worker: that answer stands */
 		x->log.legal_basis = x->log.subject = NULL;
+		x->log.consent_id = 0;
 		x->log.row_count = -1;
 		if (!FindFirstRecord(req->iss, req->jti, &first))
 			elog(ERROR, "the first record of jti %s vanished", req->jti);

@@ -103,6 +103,7 @@ typedef struct ServiceAnswer
 	bool		truncated;
 	char	   *legal_basis;	/* from the grant, for the log */
 	char	   *subject;		/* the subject column's filter value, for the log */
+	int64		consent_id;		/* the consent relied on, or 0 */
 } ServiceAnswer;
 
 /* why a request is refused; http_status 0 means not refused (publish.c) */
@@ -134,6 +135,7 @@ typedef struct ExchangeLog
 	const char *client;
 	int64		replay_of;		/* 0: none */
 	TimestampTz at;				/* 0: now */
+	int64		consent_id;		/* 0: none */
 } ExchangeLog;
 
 /* the first answer logged for a request (msglog.c) */
@@ -144,6 +146,10 @@ typedef struct LoggedAnswer
 	int			status;
 	char	   *response;
 } LoggedAnswer;
+
+/* in consent.c */
+extern int64 ValidConsent(const char *subject, const char *consumer, const char *service,
+						  const char *purpose);
 
 /* in gateway.c */
 extern void RegisterGatewayWorkers(void);
@@ -197,7 +203,7 @@ extern char *BuildRequest(const char *provider, const char *service, const char 
 						  const char *purpose, const char *jti, int64 lifetime);
 extern void CheckRequest(const char *body, size_t len, const char *tls_member,
 						 ExchangeRequest *req);
-extern char *BuildAnswer(const ExchangeRequest *req, const char *answer_json);
+extern char *BuildAnswer(const ExchangeRequest *req, const char *subject, const char *answer_json);
 extern char *BuildError(const char *aud, const char *jti, const char *req_hash,
 						const char *code, const char *message);
 extern Jsonb *CheckResponse(const char *body, size_t len, const char *provider,

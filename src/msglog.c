@@ -31,7 +31,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
-#define LOG_NARGS 18
+#define LOG_NARGS 19
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr find_plan = NULL;
@@ -64,12 +64,12 @@ LogExchange(const ExchangeLog *l)
 	{
 		Oid			types[LOG_NARGS] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		FLOAT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+		FLOAT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
 		SPIPlanPtr	plan = SPI_prepare("INSERT INTO interop.message_log (direction, peer, service, purpose, "
 									   "legal_basis, subject, jti, request_hash, request, response, status, "
-									   "error_code, error_message, row_count, duration_ms, client, replay_of, at) "
+									   "error_code, error_message, row_count, duration_ms, client, replay_of, at, consent_id) "
 									   "VALUES ($1, $2::interop.member_id, $3, $4, $5, $6, $7::uuid, $8, $9, $10, "
-									   "$11, $12, $13, $14, $15, $16, $17, coalesce($18, pg_catalog.clock_timestamp())) "
+									   "$11, $12, $13, $14, $15, $16, $17, coalesce($18, pg_catalog.clock_timestamp()), $19) "
 									   "ON CONFLICT (peer, jti) WHERE direction = 'in' AND replay_of IS NULL DO NOTHING "
 									   "RETURNING id",
 									   LOG_NARGS, types);
@@ -105,6 +105,9 @@ LogExchange(const ExchangeLog *l)
 	values[17] = TimestampTzGetDatum(l->at);
 	if (l->at == 0)
 		nulls[17] = 'n';
+	values[18] = Int64GetDatum(l->consent_id);
+	if (l->consent_id == 0)
+		nulls[18] = 'n';
 
 	ret = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING)

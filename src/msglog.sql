@@ -25,6 +25,7 @@ CREATE TABLE interop.message_log (
     row_count     int,
     duration_ms   double precision NOT NULL,
     client        text,                 -- the TCP address of the caller (provider side)
+    consent_id    bigint,               -- the consent the answer relied on (provider side)
     replay_of     bigint                -- a repeated jti: the id of its first record
 );
 COMMENT ON TABLE interop.message_log IS 'every exchange, served (in) and made (out), refused and failed ones included';

@@ -365,11 +365,13 @@ AppendBinding(StringInfo buf, const char *aud, const char *jti, const char *req_
 
 /*
  * BuildAnswer - the claims of a successful response as UTF-8 JSON text.
+ * subject (may be NULL) is the service's subject named by the request: the
+ * "sub" claim, so that the consumer's log names whose data it read.
  * answer_json is the "columns", "rows", "truncated" part as AnswerJson()
  * writes it: a JSON object whose braces are dropped here.
  */
 char *
-BuildAnswer(const ExchangeRequest *req, const char *answer_json)
+BuildAnswer(const ExchangeRequest *req, const char *subject, const char *answer_json)
 {
 	StringInfoData buf;
 	size_t		n = strlen(answer_json);
@@ -377,6 +379,11 @@ BuildAnswer(const ExchangeRequest *req, const char *answer_json)
 	Assert(n >= 2 && answer_json[0] == '{' && answer_json[n - 1] == '}');
 	initStringInfo(&buf);
 	AppendBinding(&buf, req->iss, req->jti, req->hash);
+	if (subject)
+	{
+		appendStringInfoString(&buf, ",\"sub\":");
+		AppendJsonString(&buf, subject);
+	}
 	appendStringInfoChar(&buf, ',');
 	appendBinaryStringInfo(&buf, answer_json + 1, n - 1);
 	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);

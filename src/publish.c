@@ -8,8 +8,9 @@
  *	  wants to see what a consumer would get.
  *
  * The steps read top to bottom in ServeRequest():
- *	  LoadService -> AuthorizeConsumer -> CheckConsent -> BindFilters ->
- *	  RunServiceQuery.
+ *	  LoadService -> AuthorizeConsumer -> BindFilters -> CheckConsent ->
+ *	  RunServiceQuery
+ * (the filters come before consent: they name the subject).
  * Refusals are not ERRORs: they come back as a ServiceRefusal carrying the
  * wire status and code of DESIGN §5, because the gateway answers them with a
  * signed error response.  dry_run() turns them into ERRORs.
@@ -170,19 +171,31 @@ AuthorizeConsumer(const Service *svc, const ServiceRequest *req, ServiceAnswer *
 }
 
 /*
- * CheckConsent - a service with requires_consent answers only with a valid
- * consent of the subject.  Consent records do not exist in this version
- * (they come with the consent issue), so no such request can be answered:
- * refusing is the correct answer, not a placeholder.
+ * CheckConsent - a service with requires_consent answers only a request
+ * that names one subject (by filtering on the subject column) for a
+ * purpose, when that subject has a valid consent for this consumer,
+ * service and purpose (consent.c).  The consent found goes into the log.
  */
 static bool
-CheckConsent(const Service *svc, const ServiceRequest *req, ServiceRefusal *refusal)
+CheckConsent(const Service *svc, const ServiceRequest *req, ServiceAnswer *ans,
+			 ServiceRefusal *refusal)
 {
 	if (!svc->requires_consent)
 		return true;
-	return Refuse(refusal, 403, "consent_required",
-				  "service \"%s\" answers only with the subject's consent, and %s has none recorded",
-				  svc->name, req->consumer);
+	if (ans->subject == NULL)
+		return Refuse(refusal, 403, "consent_required",
+					  "service \"%s\" answers only requests for one subject: filter on \"%s\"",
+					  svc->name, svc->subject_column);
+	if (req->purpose == NULL)
+		return Refuse(refusal, 403, "consent_required",
+					  "service \"%s\" needs the subject's consent, which is given for a purpose; the request names none",
+					  svc->name);
+	ans->consent_id = ValidConsent(ans->subject, req->consumer, svc->name, req->purpose);
+	if (ans->consent_id == 0)
+		return Refuse(refusal, 403, "consent_required",
+					  "the subject has no valid consent for %s to use service \"%s\" for purpose \"%s\"",
+					  req->consumer, svc->name, req->purpose);
+	return true;
 }
 
 /* a filter bound to a parameter */
@@ -426,7 +439,7 @@ ServeRequest(const ServiceRequest *req, ServiceAnswer *ans, ServiceRefusal *refu
 	return LoadService(req->service, &svc, refusal) &&
 		AuthorizeConsumer(&svc, req, ans, refusal) &&
 		BindFilters(&svc, req->params, &filters, &nfilters, &ans->subject, refusal) &&
-		CheckConsent(&svc, req, refusal) &&
+		CheckConsent(&svc, req, ans, refusal) &&
 		RunServiceQuery(&svc, filters, nfilters, ans, refusal);
 }
 

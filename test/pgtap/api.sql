@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(66);
+SELECT plan(70);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -56,8 +56,9 @@ SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
               ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.service',
                     'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
-                    'interop.message_log', 'interop.message_log_id_seq'],
-              'configuration, services, grants, their history and the message log are dumped by pg_dump');
+                    'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
+                    'interop.consent_log', 'interop.consent_log_id_seq'],
+              'configuration, services, grants, their history, the message log and consents are dumped by pg_dump');
 
 -- opclasses for indexes and hash joins
 SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
@@ -77,6 +78,12 @@ SELECT function_privs_are('interop', 'import_service', ARRAY['interop.member_id'
 SELECT table_privs_are('interop', 'message_log', 'interop_auditor', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'message_log', 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'message_log', 'interop_admin', ARRAY[]::text[]);
+
+-- consent: recorded by applications (interop_user) through SECURITY DEFINER functions only
+SELECT is_definer('interop', 'grant_consent', ARRAY['text', 'interop.member_id', 'text', 'text', 'timestamp with time zone', 'text'], 'grant_consent() is SECURITY DEFINER');
+SELECT table_privs_are('interop', 'consent', 'interop_user', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'consent_log', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'consent_log', 'interop_auditor', ARRAY['SELECT']);
 
 -- publishing: SECURITY INVOKER on purpose (the publisher's privileges), admin only
 SELECT function_returns('interop', 'publish', ARRAY['text', 'regclass', 'text[]', 'text', 'boolean', 'integer', 'boolean', 'text'], 'void');
