@@ -26,7 +26,7 @@
 #  - the consumer logs its failed calls too (they raise an ERROR, so a worker
 #    writes the record in a transaction of its own);
 #  - a provider that is down is a clear error within interop.request_timeout;
-#    a slow call is cancelled by statement_timeout;
+#    a slow call is cancelled by statement_timeout and by pg_cancel_backend;
 #  - after kill -9 of a gateway worker the gateway serves again;
 #  - SIGHUP applies settings, and a CRL added in SQL reaches the running
 #    gateway's TLS checks, without a restart;
@@ -387,6 +387,35 @@ my $t0 = time();
 like(query_error($tax, "SET statement_timeout = '300ms'; SELECT * FROM interop.query('$POP', 'slow', '{\"id\":\"P1\"}')"),
 	qr/^57014: canceling statement due to statement timeout/, 'statement_timeout cancels a waiting call');
 cmp_ok(time() - $t0, '<', 1.5, '...promptly');
+# pg_cancel_backend on a call waiting for the slow service
+my $waiting = $tax->background_psql('postgres', on_error_stop => 0);
+$waiting->query_until(qr/started/, q{
+	\echo started
+	SELECT * FROM interop.query('MN/GOV/1000001/population', 'slow', '{"id":"P1"}');
+});
+my $victim_pid;
+for (1 .. 50)
+{
+	$victim_pid = $tax->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE query LIKE '%interop.query%''slow''%' AND pid <> pg_backend_pid()");
+	last if $victim_pid;
+	usleep(50_000);
+}
+$t0 = time();
+$tax->safe_psql('postgres', "SELECT pg_cancel_backend($victim_pid)");
+my $cancelled = 0;
+for (1 .. 40)
+{
+	if ($tax->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE pid = $victim_pid AND state = 'active'") eq '0')
+	{ $cancelled = 1; last }
+	usleep(50_000);
+}
+ok($cancelled && time() - $t0 < 1.0, 'pg_cancel_backend stops a waiting call promptly');
+$waiting->quit;
+is($tax->safe_psql('postgres', q{
+	SELECT string_agg(error_code, ',' ORDER BY id) FROM interop.message_log
+	WHERE direction = 'out' AND service = 'slow' AND error_code = '57014'}),
+	'57014,57014', '...and both cancelled calls (statement_timeout, pg_cancel_backend) are logged as cancelled');
 
 # ---- a provider that is down ----
 
@@ -454,6 +483,9 @@ for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health', as => $tax); if ($cod
 ok($revoked, 'a CRL added in SQL reaches the running gateway: the revoked client is refused in the handshake');
 ($code) = curl_gateway($pop, '/v1/health', as => $portal);
 is($code, '200', '...while other clients are served');
+($code, $body) = curl_gateway($pop, '/v1/query', as => $portal, body => openssl_sign($tax, request()));
+is("$code " . (claims($body) =~ /"code":\s*"(\w+)"/ ? $1 : ''), '401 certificate_revoked',
+	'a request signed with the revoked certificate, sent over a valid TLS connection, gets 401 certificate_revoked');
 
 
 # ---- behind a TLS-terminating proxy: interop.tls = off ----
