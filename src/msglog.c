@@ -280,14 +280,17 @@ LogExchangeAutonomously(const ExchangeLog *l)
 		if (seg != NULL)
 			dsm_detach(seg);
 		ereport(WARNING,
-				(errmsg("the failed exchange with %s could not be written to interop.message_log: %s",
-						l->peer ? l->peer : "a peer", edata->message)));
+				(errcode(edata->sqlerrcode),
+				 errmsg("the failed exchange with %s could not be written to interop.message_log: %s",
+						l->peer ? l->peer : "a peer", edata->message),
+				 errhint("The call's own error follows; the provider's log still has the exchange.")));
 		return;
 	}
 	PG_END_TRY();
 	if (!written)
 		ereport(WARNING,
-				(errmsg("the failed exchange with %s could not be written to interop.message_log",
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("the failed exchange with %s could not be written to interop.message_log",
 						l->peer ? l->peer : "a peer"),
 				 errhint("The server log has the log writer's error.")));
 }
