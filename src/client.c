@@ -596,9 +596,10 @@ CallLog(const Call *c, ExchangeLog *log, const char *error_code, const char *err
 PG_FUNCTION_INFO_V1(interop_query);
 /*
  * interop_query - call a service of a peer; returns its rows as jsonb
- * objects after verifying the answer.  A successful call is logged in the
- * calling transaction; a failed one by LogExchangeAutonomously(), because
- * its ERROR rolls the calling transaction back.
+ * objects after verifying the answer.  Every call, successful or not, is
+ * logged outside the calling transaction (LogExchangeDurably), so that
+ * neither a ROLLBACK nor the call's own ERROR can remove its record; the
+ * rows are returned only after the record is committed.
  */
 Datum
 interop_query(PG_FUNCTION_ARGS)
@@ -657,9 +658,9 @@ interop_query(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
-	CallLog(c, &log, NULL, NULL);
-	LogExchange(&log);
 	SPI_finish();
+	CallLog(c, &log, NULL, NULL);
+	(void) LogExchangeDurably(&log);
 	return (Datum) 0;
 }
 

@@ -23,6 +23,8 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -166,6 +168,27 @@ JanssonFree(void *ptr)
 		pfree(ptr);
 }
 
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* InteropShmemRequest - reserve the log writer's queue */
+static void
+InteropShmemRequest(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(LogQueueShmemSize());
+}
+
+/* InteropShmemStartup - create or attach the log writer's queue */
+static void
+InteropShmemStartup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LogQueueShmemInit();
+}
+
 /* _PG_init - define GUCs and hook the caches to invalidation */
 void
 _PG_init(void)
@@ -306,7 +329,14 @@ _PG_init(void)
 	MarkGUCPrefixReserved("interop");
 
 	if (process_shared_preload_libraries_in_progress)
+	{
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = InteropShmemRequest;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = InteropShmemStartup;
+		RegisterLogWriter();
 		RegisterGatewayWorkers();
+	}
 
 	json_set_alloc_funcs(JanssonAlloc, JanssonFree);
 	CacheRegisterRelcacheCallback(InteropRelcacheCallback, (Datum) 0);

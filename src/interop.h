@@ -193,8 +193,13 @@ extern char *JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const
 /* in msglog.c */
 extern int64 LogExchange(const ExchangeLog *l);
 extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
+extern int64 LogExchangeDurably(const ExchangeLog *l);
 extern void LogExchangeAutonomously(const ExchangeLog *l);
-extern PGDLLEXPORT void MessageLogWriterMain(Datum arg);
+extern Size LogQueueShmemSize(void);
+extern void LogQueueShmemInit(void);
+extern void RegisterLogWriter(void);
+extern PGDLLEXPORT void LogWriterMain(Datum arg);
+extern PGDLLEXPORT void OneShotLogWriterMain(Datum arg);
 
 /* in protocol.c */
 extern char *RequestHash(const char *body, size_t len);

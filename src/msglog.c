@@ -9,22 +9,30 @@
  * through two gateway workers cannot both be answered as new.  The plans
  * are prepared once per backend.  Callers are connected to SPI.
  *
- * LogExchangeAutonomously() writes a record that must outlive the caller's
- * transaction (a consumer's failed call) through a background worker; see
- * the comment above it.
+ * LogExchangeDurably() writes a record that must outlive the caller's
+ * transaction (every consumer call) through the log writer; see the
+ * comment above it.
  *
  *-------------------------------------------------------------------------
  */
 #include "interop.h"
 
+#include "access/twophase.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -32,6 +40,7 @@
 #include "utils/snapmgr.h"
 
 #define LOG_NARGS 19
+#define RECORD_STRINGS 13
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr find_plan = NULL;
@@ -159,34 +168,47 @@ FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out)
 }
 
 /*
- * ---- autonomous records ----
+ * ---- records that outlive the caller's transaction ----
  *
- * A consumer's failed call ends in an ERROR that rolls back the calling
- * transaction, and a record written in it would vanish with it.  The
- * record of a failure is therefore handed to a short-lived background
- * worker through a dynamic shared memory segment: it writes and commits the
- * record in its own transaction while the caller waits, then the caller's
- * ERROR goes on.  One process start per failed call; successful calls are
- * logged in the caller's transaction.
+ * A consumer's record of an exchange must survive a rollback of the calling
+ * transaction: a user must not hide a read with ROLLBACK, and a failed call
+ * ends in an ERROR that rolls everything back anyway.  interop.query()
+ * therefore never writes its record itself.  It copies the record into a
+ * dynamic shared memory segment and hands it to another process, which
+ * inserts and commits it; the caller waits for that commit before it
+ * returns any row.  The record is durable before the data is in the user's
+ * hands, whatever the calling transaction does next.
+ *
+ * When the library is preloaded, the other process is the log writer, a
+ * background worker that runs for the life of the server in
+ * interop.database.  Its queue is one slot per PGPROC in shared memory: a
+ * backend puts its segment's handle in its own slot and sets the writer's
+ * latch; the writer takes every pending slot, inserts all those records in
+ * one transaction, commits (one WAL flush for all of them: group commit)
+ * and sets each waiter's latch.  Otherwise (not preloaded, or another
+ * database) a short-lived background worker is started for the one record.
  */
 
-#define AUTONOMOUS_STRINGS 13
-
 /* a record in shared memory: fixed fields, then the strings */
-typedef struct AutonomousRecord
+typedef struct SharedRecord
 {
 	int			status;
 	int			row_count;
 	double		duration_ms;
 	int64		replay_of;
+	int64		consent_id;
 	TimestampTz at;
+	/* set by the writer */
 	bool		written;
-	Size		offset[AUTONOMOUS_STRINGS];	/* 0: NULL */
+	int64		id;
+	int			sqlerrcode;
+	char		error[256];
+	Size		offset[RECORD_STRINGS];	/* 0: NULL */
 	char		data[FLEXIBLE_ARRAY_MEMBER];
-} AutonomousRecord;
+} SharedRecord;
 
 /* the string fields of a record, in the order they are stored */
-static const size_t record_strings[AUTONOMOUS_STRINGS] = {
+static const size_t record_strings[RECORD_STRINGS] = {
 	offsetof(ExchangeLog, direction), offsetof(ExchangeLog, peer),
 	offsetof(ExchangeLog, service), offsetof(ExchangeLog, purpose),
 	offsetof(ExchangeLog, legal_basis), offsetof(ExchangeLog, subject),
@@ -196,6 +218,29 @@ static const size_t record_strings[AUTONOMOUS_STRINGS] = {
 	offsetof(ExchangeLog, client)
 };
 
+#define SLOT_FREE		0
+#define SLOT_PENDING	1		/* handed over, not yet taken */
+#define SLOT_TAKEN		2		/* the writer is writing it */
+#define SLOT_DONE		3		/* committed, or failed: see the record */
+
+typedef struct LogSlot
+{
+	int			state;
+	dsm_handle	handle;
+	Latch	   *latch;			/* the waiting backend's */
+} LogSlot;
+
+typedef struct LogQueue
+{
+	slock_t		mutex;
+	Latch	   *writer_latch;	/* NULL when no writer is ready */
+	Oid			writer_db;		/* the database it writes in */
+	int			nslots;
+	LogSlot		slots[FLEXIBLE_ARRAY_MEMBER];
+} LogQueue;
+
+static LogQueue *queue = NULL;
+
 /* RecordString - the address of string field i of a record */
 static const char **
 RecordString(const ExchangeLog *l, int i)
@@ -203,72 +248,220 @@ RecordString(const ExchangeLog *l, int i)
 	return (const char **) ((char *) l + record_strings[i]);
 }
 
-/*
- * LogExchangeAutonomously - write a record in a transaction of its own, by
- * a background worker.  Never raises an ERROR: a record that cannot be
- * written is a WARNING, so the caller's own error still reaches the user.
- */
-void
-LogExchangeAutonomously(const ExchangeLog *l)
+/* QueueSlots - one slot per PGPROC */
+static int
+QueueSlots(void)
 {
-	const char *s[AUTONOMOUS_STRINGS];
-	volatile Size size = offsetof(AutonomousRecord, data) + 1;
-	dsm_segment *volatile seg = NULL;
-	AutonomousRecord *rec;
-	char	   *p;
-	BackgroundWorker w;
-	BackgroundWorkerHandle *handle;
-	volatile bool written = false;
-	MemoryContext cxt = CurrentMemoryContext;
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
 
-	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
+/* LogQueueShmemSize - shared memory for the queue (shmem_request_hook) */
+Size
+LogQueueShmemSize(void)
+{
+	return add_size(offsetof(LogQueue, slots), mul_size(QueueSlots(), sizeof(LogSlot)));
+}
+
+/* LogQueueShmemInit - create or attach the queue (shmem_startup_hook) */
+void
+LogQueueShmemInit(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	queue = ShmemInitStruct("interop log queue", LogQueueShmemSize(), &found);
+	if (!found)
+	{
+		memset(queue, 0, LogQueueShmemSize());
+		SpinLockInit(&queue->mutex);
+		queue->nslots = QueueSlots();
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* MySlot - this process's slot in the queue */
+static int
+MySlot(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return MyProcNumber;
+#else
+	return MyProc->pgprocno;
+#endif
+}
+
+/* CopyRecord - a new segment holding the record */
+static dsm_segment *
+CopyRecord(const ExchangeLog *l)
+{
+	const char *s[RECORD_STRINGS];
+	Size		size = offsetof(SharedRecord, data) + 1;
+	dsm_segment *seg;
+	SharedRecord *rec;
+	char	   *p;
+
+	for (int i = 0; i < RECORD_STRINGS; i++)
 	{
 		s[i] = *RecordString(l, i);
 		if (s[i] != NULL)
 			size += strlen(s[i]) + 1;
 	}
+	seg = dsm_create(size, 0);
+	rec = dsm_segment_address(seg);
+	memset(rec, 0, offsetof(SharedRecord, data));
+	rec->status = l->status;
+	rec->row_count = l->row_count;
+	rec->duration_ms = l->duration_ms;
+	rec->replay_of = l->replay_of;
+	rec->consent_id = l->consent_id;
+	rec->at = l->at ? l->at : GetCurrentTimestamp();
+	p = rec->data + 1;			/* offset 0 means NULL */
+	for (int i = 0; i < RECORD_STRINGS; i++)
+	{
+		if (s[i] == NULL)
+			continue;
+		rec->offset[i] = p - rec->data;
+		strcpy(p, s[i]);
+		p += strlen(s[i]) + 1;
+	}
+	return seg;
+}
+
+/* ReadRecord - the ExchangeLog view of a record in shared memory */
+static void
+ReadRecord(SharedRecord *rec, ExchangeLog *l)
+{
+	memset(l, 0, sizeof(*l));
+	for (int i = 0; i < RECORD_STRINGS; i++)
+		*RecordString(l, i) = rec->offset[i] ? rec->data + rec->offset[i] : NULL;
+	l->status = rec->status;
+	l->row_count = rec->row_count;
+	l->duration_ms = rec->duration_ms;
+	l->replay_of = rec->replay_of;
+	l->consent_id = rec->consent_id;
+	l->at = rec->at;
+}
+
+/*
+ * HandToWriter - give the record to the log writer and wait until it is
+ * committed.  False, with nothing handed over, when no writer serves this
+ * database.  The wait does not process interrupts: the segment must stay
+ * until the writer has read it.  It ends when the writer is done, or when
+ * the writer is gone and had not taken the record (then false).
+ */
+static bool
+HandToWriter(dsm_segment *seg)
+{
+	LogSlot    *slot;
+	Latch	   *writer;
+	int			state;
+
+	if (queue == NULL)
+		return false;
+	slot = &queue->slots[MySlot()];
+	SpinLockAcquire(&queue->mutex);
+	writer = queue->writer_latch;
+	if (writer == NULL || queue->writer_db != MyDatabaseId)
+	{
+		SpinLockRelease(&queue->mutex);
+		return false;
+	}
+	slot->handle = dsm_segment_handle(seg);
+	slot->latch = MyLatch;
+	slot->state = SLOT_PENDING;
+	SpinLockRelease(&queue->mutex);
+	SetLatch(writer);
+
+	for (;;)
+	{
+		SpinLockAcquire(&queue->mutex);
+		state = slot->state;
+		if (state == SLOT_PENDING && queue->writer_latch == NULL)
+		{
+			/* the writer stopped before taking it: take it back */
+			slot->state = state = SLOT_FREE;
+		}
+		else if (state == SLOT_DONE)
+			slot->state = SLOT_FREE;
+		SpinLockRelease(&queue->mutex);
+		if (state == SLOT_DONE)
+			return true;
+		if (state == SLOT_FREE)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* StartOneShotWriter - a background worker that writes one record and exits */
+static void
+StartOneShotWriter(dsm_segment *seg)
+{
+	BackgroundWorker w;
+	BackgroundWorkerHandle *handle;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "OneShotLogWriterMain");
+	snprintf(w.bgw_name, BGW_MAXLEN, "interop log writer for PID %d", MyProcPid);
+	snprintf(w.bgw_type, BGW_MAXLEN, "interop log writer");
+	w.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	memcpy(w.bgw_extra, &MyDatabaseId, sizeof(Oid));
+	w.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&w, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("no background worker slot is free to write interop.message_log"),
+				 errhint("Raise max_worker_processes, or preload the library (shared_preload_libraries = 'interop') so the log writer runs.")));
+	if (WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
+		ereport(ERROR,
+				(errcode(ERRCODE_ADMIN_SHUTDOWN),
+				 errmsg("the log writer did not finish")));
+}
+
+/*
+ * LogExchangeDurably - write and commit a record outside the caller's
+ * transaction, by the log writer or a one-shot worker; returns its id.
+ * Raises an ERROR when the record could not be committed.
+ */
+int64
+LogExchangeDurably(const ExchangeLog *l)
+{
+	dsm_segment *seg = CopyRecord(l);
+	SharedRecord *rec = dsm_segment_address(seg);
+	int64		id;
+
+	if (!HandToWriter(seg))
+		StartOneShotWriter(seg);
+	if (!rec->written)
+		ereport(ERROR,
+				(errcode(rec->sqlerrcode ? rec->sqlerrcode : ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not write the exchange with %s to interop.message_log",
+						l->peer ? l->peer : "a peer"),
+				 rec->error[0] ? errdetail("%s", rec->error) : errdetail("The server log has the log writer's error."),
+				 errhint("The answer is withheld: nothing is returned unlogged.")));
+	id = rec->id;
+	dsm_detach(seg);
+	return id;
+}
+
+/*
+ * LogExchangeAutonomously - the same, for use while an ERROR is on its way:
+ * a record that cannot be written is a WARNING, so that the caller's own
+ * error still reaches the user.
+ */
+void
+LogExchangeAutonomously(const ExchangeLog *l)
+{
+	MemoryContext cxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		seg = dsm_create(size, 0);
-		rec = dsm_segment_address(seg);
-		memset(rec, 0, offsetof(AutonomousRecord, data));
-		rec->status = l->status;
-		rec->row_count = l->row_count;
-		rec->duration_ms = l->duration_ms;
-		rec->replay_of = l->replay_of;
-		rec->at = l->at ? l->at : GetCurrentTimestamp();
-		p = rec->data + 1;		/* offset 0 means NULL */
-		for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
-		{
-			if (s[i] == NULL)
-				continue;
-			rec->offset[i] = p - rec->data;
-			strcpy(p, s[i]);
-			p += strlen(s[i]) + 1;
-		}
-
-		memset(&w, 0, sizeof(w));
-		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		w.bgw_restart_time = BGW_NEVER_RESTART;
-		snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
-		snprintf(w.bgw_function_name, BGW_MAXLEN, "MessageLogWriterMain");
-		snprintf(w.bgw_name, BGW_MAXLEN, "interop log writer for PID %d", MyProcPid);
-		snprintf(w.bgw_type, BGW_MAXLEN, "interop log writer");
-		w.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
-		memcpy(w.bgw_extra, &MyDatabaseId, sizeof(Oid));
-		w.bgw_notify_pid = MyProcPid;
-		if (!RegisterDynamicBackgroundWorker(&w, &handle))
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					 errmsg("no background worker slot is free"),
-					 errhint("Raise max_worker_processes.")));
-		if (WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
-			elog(ERROR, "the log writer did not finish");
-		written = rec->written;
-		dsm_detach(seg);
-		seg = NULL;
+		(void) LogExchangeDurably(l);
 	}
 	PG_CATCH();
 	{
@@ -277,32 +470,110 @@ LogExchangeAutonomously(const ExchangeLog *l)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		if (seg != NULL)
-			dsm_detach(seg);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("the failed exchange with %s could not be written to interop.message_log: %s",
-						l->peer ? l->peer : "a peer", edata->message),
+						l->peer ? l->peer : "a peer", edata->detail ? edata->detail : edata->message),
 				 errhint("The call's own error follows; the provider's log still has the exchange.")));
-		return;
 	}
 	PG_END_TRY();
-	if (!written)
-		ereport(WARNING,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("the failed exchange with %s could not be written to interop.message_log",
-						l->peer ? l->peer : "a peer"),
-				 errhint("The server log has the log writer's error.")));
 }
 
-/* MessageLogWriterMain - the worker: write one record, commit, exit */
+/* WriteOneRecord - insert one record in a transaction of its own */
+static void
+WriteOneRecord(SharedRecord *rec)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		ExchangeLog l;
+
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ReadRecord(rec, &l);
+		rec->id = LogExchange(&l);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		rec->written = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		rec->sqlerrcode = edata->sqlerrcode;
+		strlcpy(rec->error, edata->message, sizeof(rec->error));
+		ereport(LOG,
+				(errmsg("interop log writer: could not write a record: %s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * WriteRecords - insert the records, in one transaction when they all go
+ * in; otherwise each in its own, so that one bad record fails alone.
+ */
+static void
+WriteRecords(SharedRecord **recs, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool batch_ok = false;
+
+	if (n > 1)
+	{
+		PG_TRY();
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			for (int i = 0; i < n; i++)
+			{
+				ExchangeLog l;
+
+				ReadRecord(recs[i], &l);
+				recs[i]->id = LogExchange(&l);
+			}
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			batch_ok = true;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+		}
+		PG_END_TRY();
+		if (batch_ok)
+		{
+			for (int i = 0; i < n; i++)
+				recs[i]->written = true;
+			return;
+		}
+	}
+
+	for (int i = 0; i < n; i++)
+		WriteOneRecord(recs[i]);
+}
+
+/* OneShotLogWriterMain - a dynamic worker: write one record, commit, exit */
 void
-MessageLogWriterMain(Datum arg)
+OneShotLogWriterMain(Datum arg)
 {
 	Oid			dboid;
 	dsm_segment *seg;
-	AutonomousRecord *rec;
-	ExchangeLog l;
+	SharedRecord *rec;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	BackgroundWorkerUnblockSignals();
@@ -312,27 +583,167 @@ MessageLogWriterMain(Datum arg)
 	if (seg == NULL)
 		elog(ERROR, "interop log writer: the record is gone");
 	rec = dsm_segment_address(seg);
-	memset(&l, 0, sizeof(l));
-	for (int i = 0; i < AUTONOMOUS_STRINGS; i++)
-		*RecordString(&l, i) = rec->offset[i] ? rec->data + rec->offset[i] : NULL;
-	l.status = rec->status;
-	l.row_count = rec->row_count;
-	l.duration_ms = rec->duration_ms;
-	l.replay_of = rec->replay_of;
-	l.at = rec->at;
-
 	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	pgstat_report_activity(STATE_RUNNING, "writing a failed exchange to interop.message_log");
-	LogExchange(&l);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	rec->written = true;
+	pgstat_report_activity(STATE_RUNNING, "writing an exchange to interop.message_log");
+	WriteRecords(&rec, 1);
 	dsm_detach(seg);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	proc_exit(0);
+}
+
+/* RegisterLogWriter - the log writer, when the library is preloaded */
+void
+RegisterLogWriter(void)
+{
+	BackgroundWorker w;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 1;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "LogWriterMain");
+	snprintf(w.bgw_name, BGW_MAXLEN, "interop log writer");
+	snprintf(w.bgw_type, BGW_MAXLEN, "interop log writer");
+	RegisterBackgroundWorker(&w);
+}
+
+static volatile sig_atomic_t writer_stop = false;
+
+/* WriterSigterm - finish the batch in hand, then exit */
+static void
+WriterSigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	writer_stop = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* WriterDetach - no more hand-overs: waiters take pending records back */
+static void
+WriterDetach(int code, Datum arg)
+{
+	SpinLockAcquire(&queue->mutex);
+	queue->writer_latch = NULL;
+	SpinLockRelease(&queue->mutex);
+	for (int i = 0; i < queue->nslots; i++)
+		if (queue->slots[i].state == SLOT_PENDING && queue->slots[i].latch)
+			SetLatch(queue->slots[i].latch);
+}
+
+/* ExtensionInstalled - whether interop is installed in this database */
+static bool
+ExtensionInstalled(void)
+{
+	bool		found;
+
+	StartTransactionCommand();
+	found = OidIsValid(get_extension_oid("interop", true));
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
+ * LogWriterMain - the log writer: wait for hand-overs, write them in one
+ * transaction, acknowledge.  It serves hand-overs only while the extension
+ * is installed in interop.database, and checks every 5 s until it is.
+ */
+void
+LogWriterMain(Datum arg)
+{
+	SharedRecord **recs;
+	dsm_segment **segs;
+	Latch	  **waiters;
+	int		   *taken;
+
+	pqsignal(SIGTERM, WriterSigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "interop log writer");
+	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname("interop log writer");
+
+	recs = palloc(sizeof(SharedRecord *) * queue->nslots);
+	segs = palloc(sizeof(dsm_segment *) * queue->nslots);
+	waiters = palloc(sizeof(Latch *) * queue->nslots);
+	taken = palloc(sizeof(int) * queue->nslots);
+
+	while (!writer_stop && !ExtensionInstalled())
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (writer_stop)
+		proc_exit(0);
+
+	before_shmem_exit(WriterDetach, (Datum) 0);
+	SpinLockAcquire(&queue->mutex);
+	queue->writer_db = MyDatabaseId;
+	queue->writer_latch = MyLatch;
+	SpinLockRelease(&queue->mutex);
+	ereport(LOG, (errmsg("interop log writer ready in database \"%s\"", interop_database)));
+
+	for (;;)
+	{
+		int			n = 0;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		SpinLockAcquire(&queue->mutex);
+		for (int i = 0; i < queue->nslots; i++)
+			if (queue->slots[i].state == SLOT_PENDING)
+			{
+				queue->slots[i].state = SLOT_TAKEN;
+				taken[n] = i;
+				segs[n] = (dsm_segment *) (uintptr_t) queue->slots[i].handle;
+				waiters[n] = queue->slots[i].latch;
+				n++;
+			}
+		SpinLockRelease(&queue->mutex);
+
+		if (n > 0)
+		{
+			int			m = 0;
+
+			pgstat_report_activity(STATE_RUNNING, "writing exchanges to interop.message_log");
+			for (int i = 0; i < n; i++)
+			{
+				dsm_handle	h = (dsm_handle) (uintptr_t) segs[i];
+
+				segs[i] = dsm_attach(h);
+				if (segs[i] == NULL)
+					elog(LOG, "interop log writer: a handed-over record is gone");
+				else
+					recs[m++] = dsm_segment_address(segs[i]);
+			}
+			WriteRecords(recs, m);
+			SpinLockAcquire(&queue->mutex);
+			for (int i = 0; i < n; i++)
+				queue->slots[taken[i]].state = SLOT_DONE;
+			SpinLockRelease(&queue->mutex);
+			for (int i = 0; i < n; i++)
+			{
+				if (segs[i] != NULL)
+					dsm_detach(segs[i]);
+				SetLatch(waiters[i]);
+			}
+			pgstat_report_activity(STATE_IDLE, NULL);
+			continue;			/* look again before sleeping */
+		}
+		if (writer_stop)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
+	}
 	proc_exit(0);
 }

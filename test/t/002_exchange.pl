@@ -110,6 +110,45 @@ is($tax->safe_psql('postgres', q{
 	SELECT name, income, born + 1 FROM population.person(id => 'P9', purpose => 'tax assessment')}),
 	'Person 9|9004.5|1980-01-11', 'import_service makes a typed function (date arithmetic works)');
 
+# ---- the consumer's record survives the caller's rollback ----
+
+is($tax->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'interop log writer'"),
+	'1', 'the log writer runs, visible in pg_stat_activity as "interop log writer"');
+# out_records(SUBJECT): the consumer's records of reads of SUBJECT
+sub out_records
+{
+	my ($subject) = @_;
+	return $tax->safe_psql('postgres', qq{
+		SELECT count(*) FROM interop.message_log WHERE direction = 'out' AND subject = '$subject'});
+}
+is($tax->safe_psql('postgres', qq{
+	BEGIN;
+	SELECT q->>'name' FROM interop.query('$POP', 'person', '{"id":"P21"}', 'tax assessment') q;
+	ROLLBACK;}), 'Person 21', 'a call inside a transaction returns its row');
+is(out_records('P21'), '1', 'BEGIN; interop.query(); ROLLBACK leaves the read in the consumer log');
+$tax->safe_psql('postgres', qq{
+	BEGIN;
+	SAVEPOINT s;
+	SELECT * FROM interop.query('$POP', 'person', '{"id":"P22"}', 'tax assessment');
+	ROLLBACK TO SAVEPOINT s;
+	COMMIT;});
+is(out_records('P22'), '1', 'ROLLBACK TO SAVEPOINT does not remove the read either');
+like(query_error($tax, qq{
+	BEGIN;
+	SELECT * FROM interop.query('$POP', 'person', '{"id":"P23"}', 'tax assessment');
+	SELECT 1/0;
+	COMMIT;}), qr/^22012/, 'an error later in the transaction aborts it');
+is(out_records('P23'), '1', 'and the read stays logged');
+is($tax->safe_psql('postgres', qq{
+	BEGIN ISOLATION LEVEL REPEATABLE READ;
+	SELECT count(*) FROM interop.message_log WHERE subject = 'P24';
+	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P24"}', 'tax assessment');
+	SELECT count(*) FROM interop.message_log WHERE subject = 'P24';
+	COMMIT;
+	SELECT count(*) FROM interop.message_log WHERE subject = 'P24'}), "0\n1\n0\n1",
+	'the record is committed by the log writer: outside the caller\'s snapshot, visible after it');
+
 # ---- refusals reach the consumer with their SQLSTATE ----
 
 # query_error(NODE, SQL): "SQLSTATE: message" of the failing statement
