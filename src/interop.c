@@ -326,6 +326,15 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("interop.seal_interval",
+							"Time between two seals of the logs by the sync worker.",
+							"0 turns periodic sealing off; interop.seal_log() still seals on demand.",
+							&interop_seal_interval,
+							60000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("interop");
 
 	if (process_shared_preload_libraries_in_progress)
@@ -335,6 +344,7 @@ _PG_init(void)
 		prev_shmem_startup_hook = shmem_startup_hook;
 		shmem_startup_hook = InteropShmemStartup;
 		RegisterLogWriter();
+		RegisterSyncWorker();
 		RegisterGatewayWorkers();
 	}
 

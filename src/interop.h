@@ -187,12 +187,19 @@ extern JwsAlg JwsAlgFromName(const char *name);
 extern const char *JwsAlgName(JwsAlg alg);
 extern void JwsAlgCheckKey(JwsAlg alg, EVP_PKEY *pkey);
 extern char *JwsSignJson(const char *json, size_t len);
+extern EVP_PKEY *PublicKeyFromPEM(const char *pem);
 extern char *JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const char **signer,
 							  size_t *payload_len);
 
 /* in msglog.c */
 extern int64 LogExchange(const ExchangeLog *l);
 extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
+extern int64 SealLogs(void);
+
+/* in sync.c */
+extern int	interop_seal_interval;
+extern void RegisterSyncWorker(void);
+extern PGDLLEXPORT void SyncMain(Datum arg);
 extern int64 LogExchangeDurably(const ExchangeLog *l);
 extern void LogExchangeAutonomously(const ExchangeLog *l);
 extern Size LogQueueShmemSize(void);

@@ -955,13 +955,10 @@ interop_verify(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(JwsVerify(PG_GETARG_TEXT_PP(0), NULL));
 }
 
-PG_FUNCTION_INFO_V1(interop_verify_with_key);
-/* interop_verify_with_key - verify with a given public key (PEM) */
-Datum
-interop_verify_with_key(PG_FUNCTION_ARGS)
+/* PublicKeyFromPEM - a public key from a PEM public key or certificate; owned by the current context */
+EVP_PKEY *
+PublicKeyFromPEM(const char *pem)
 {
-	text	   *t = PG_GETARG_TEXT_PP(0);
-	char	   *pem = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	BIO		   *bio;
 	EVP_PKEY   *key = NULL;
 
@@ -996,5 +993,16 @@ interop_verify_with_key(PG_FUNCTION_ARGS)
 					 "invalid public key: the PEM block could not be decoded",
 					 "Check that the key was copied whole, including its BEGIN and END lines.");
 	OwnEVPKey(key);
-	PG_RETURN_DATUM(JwsVerify(t, key));
+	return key;
+}
+
+PG_FUNCTION_INFO_V1(interop_verify_with_key);
+/* interop_verify_with_key - verify with a given public key (PEM) */
+Datum
+interop_verify_with_key(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *pem = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	PG_RETURN_DATUM(JwsVerify(t, PublicKeyFromPEM(pem)));
 }

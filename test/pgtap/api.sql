@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(70);
+SELECT plan(84);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -57,8 +57,25 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
               ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.service',
                     'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
-                    'interop.consent_log', 'interop.consent_log_id_seq'],
-              'configuration, services, grants, their history, the message log and consents are dumped by pg_dump');
+                    'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
+                    'interop.log_seal', 'interop.log_seal_id_seq'],
+              'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
+
+-- seals: who may seal, verify and prune; the logs are append-only
+SELECT is_definer('interop', 'seal_log', ARRAY[]::text[]);
+SELECT is_definer('interop', 'prune_log', ARRAY['timestamp with time zone']);
+SELECT isnt_definer('interop', 'verify_log', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'seal_log', ARRAY[]::text[], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'seal_log', ARRAY[]::text[], 'interop_auditor', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'verify_log', ARRAY[]::text[], 'interop_auditor', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'verify_log', ARRAY[]::text[], 'public', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'prune_log', ARRAY['timestamp with time zone'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'prune_log', ARRAY['timestamp with time zone'], 'interop_auditor', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'log_seal', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'log_seal', 'interop_user', ARRAY[]::text[]);
+SELECT has_trigger('interop', 'message_log', 'message_log_append_only');
+SELECT has_trigger('interop', 'consent_log', 'consent_log_append_only');
+SELECT has_trigger('interop', 'log_seal', 'log_seal_append_only');
 
 -- opclasses for indexes and hash joins
 SELECT ok(EXISTS (SELECT FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod

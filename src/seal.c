@@ -1,0 +1,1071 @@
+/*-------------------------------------------------------------------------
+ *
+ * seal.c
+ *	  Seals over interop.message_log and interop.consent_log, their
+ *	  verification, and pruning by whole sealed batches.
+ *
+ * A seal covers every record of one log whose id is in (after, upto]: the
+ * previous seal of that log ends at "after", so the seals of a log tile its
+ * id space without gaps.  Ids of aborted inserts are simply absent.  Before
+ * it reads the records, the sealer waits for every transaction that was
+ * inserting into the log when it read the id sequence (WaitForLockers, as
+ * CREATE INDEX does), so no record with an id in the range can commit after
+ * the seal: late commits cannot slip under a seal.
+ *
+ * Each record's leaf hash is SHA-256(0x00 || serialisation), where the
+ * serialisation lists a fixed set of columns, each as a presence byte, a
+ * 4-byte big-endian length and bytes: strings as stored, numbers and times
+ * in their binary send form, so that no setting (DateStyle, TimeZone,
+ * client_encoding, extra_float_digits) changes a hash.  The seal keeps the
+ * (id, leaf hash) pairs, and signs with the node key a payload holding the
+ * Merkle root over the leaves (RFC 6962 style: inner node SHA-256(0x01 ||
+ * left || right), an odd last node promoted) and the SHA-256 of the
+ * previous seal's JWS: one chain over all seals of the node.
+ *
+ * verify_log() checks every seal's signature (by the node key it names,
+ * kept in interop.node_key across key changes), its row against its signed
+ * payload, the chain, and the leaves against the root; then compares the
+ * records with the leaves and names each record changed, deleted or
+ * inserted.  prune_log() deletes the records of whole seals and appends a
+ * signed "prune" entry to the chain, so pruned ranges verify as pruned.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "interop.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#define HASH_LEN 32
+#define LEAF_LEN (8 + HASH_LEN)	/* id (big-endian) and leaf hash */
+#define FETCH_ROWS 2000
+
+/* a sealed log: its name and the columns its records are hashed over */
+typedef struct SealedLog
+{
+	const char *name;
+	const char *columns;
+} SealedLog;
+
+static const SealedLog sealed_logs[] = {
+	{"message_log",
+		"id, at, direction, peer, service, purpose, legal_basis, subject, jti, request_hash, "
+		"request, response, status, error_code, error_message, row_count, duration_ms, client, "
+	"consent_id, replay_of"},
+	{"consent_log",
+		"id, at, consent_id, event, subject, consumer, service, purpose, valid_until, evidence, role"}
+};
+#define NUM_LOGS lengthof(sealed_logs)
+
+/* prune_log() is deleting: the append-only trigger lets it */
+static bool pruning = false;
+
+/* ---- hashing ---- */
+
+static EVP_MD_CTX *
+NewSha256(void)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+	if (md == NULL || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+	{
+		EVP_MD_CTX_free(md);
+		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "could not start a SHA-256 digest", NULL);
+	}
+	return md;
+}
+
+static void
+Sha256(const void *data, size_t len, unsigned char *out)
+{
+	if (!EVP_Digest(data, len, out, NULL, EVP_sha256(), NULL))
+		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not compute SHA-256", NULL);
+}
+
+/* HashField - one column: presence byte, 4-byte big-endian length, bytes */
+static void
+HashField(EVP_MD_CTX *md, const char *data, uint32 len)
+{
+	unsigned char head[5];
+
+	head[0] = 1;
+	head[1] = (len >> 24) & 0xff;
+	head[2] = (len >> 16) & 0xff;
+	head[3] = (len >> 8) & 0xff;
+	head[4] = len & 0xff;
+	EVP_DigestUpdate(md, head, 5);
+	EVP_DigestUpdate(md, data, len);
+}
+
+/* per column: how to turn it into bytes */
+typedef struct ColumnCodec
+{
+	Oid			type;
+	bool		raw;			/* a varlena string: its bytes as stored */
+	bool		binary;			/* the type's send function */
+	FmgrInfo	proc;			/* send or output function */
+} ColumnCodec;
+
+static ColumnCodec *
+ColumnCodecs(TupleDesc desc)
+{
+	ColumnCodec *codecs = palloc0(sizeof(ColumnCodec) * desc->natts);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Oid			type = getBaseType(TupleDescAttr(desc, i)->atttypid);
+		Oid			func;
+		bool		varlena;
+
+		codecs[i].type = type;
+		switch (type)
+		{
+			case TEXTOID:
+			case VARCHAROID:
+			case BPCHAROID:
+				codecs[i].raw = true;
+				continue;
+			case INT2OID:
+			case INT4OID:
+			case INT8OID:
+			case FLOAT4OID:
+			case FLOAT8OID:
+			case TIMESTAMPTZOID:
+			case TIMESTAMPOID:
+			case DATEOID:
+			case UUIDOID:
+			case BOOLOID:
+				getTypeBinaryOutputInfo(type, &func, &varlena);
+				codecs[i].binary = true;
+				break;
+			default:
+				/* name, member_id and the like: their canonical text */
+				getTypeOutputInfo(type, &func, &varlena);
+				break;
+		}
+		fmgr_info(func, &codecs[i].proc);
+	}
+	return codecs;
+}
+
+/* RecordLeaf - the leaf hash of a record; sets *id */
+static void
+RecordLeaf(HeapTuple tup, TupleDesc desc, ColumnCodec *codecs, EVP_MD_CTX *md,
+		   int64 *id, unsigned char *leaf)
+{
+	static const unsigned char zero = 0;
+
+	if (!EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not compute SHA-256", NULL);
+	EVP_DigestUpdate(md, &zero, 1);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, i + 1, desc, &isnull);
+
+		if (i == 0)
+			*id = DatumGetInt64(d);
+		if (isnull)
+		{
+			EVP_DigestUpdate(md, &zero, 1);
+			continue;
+		}
+		if (codecs[i].raw)
+		{
+			struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+			HashField(md, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+			if ((Pointer) v != DatumGetPointer(d))
+				pfree(v);
+		}
+		else if (codecs[i].binary)
+		{
+			bytea	   *b = SendFunctionCall(&codecs[i].proc, d);
+
+			HashField(md, VARDATA(b), VARSIZE(b) - VARHDRSZ);
+			pfree(b);
+		}
+		else
+		{
+			char	   *s = OutputFunctionCall(&codecs[i].proc, d);
+
+			HashField(md, s, strlen(s));
+			pfree(s);
+		}
+	}
+	if (!EVP_DigestFinal_ex(md, leaf, NULL))
+		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not compute SHA-256", NULL);
+}
+
+/* MerkleRoot - root over n leaf entries (id, hash) of LEAF_LEN bytes */
+static void
+MerkleRoot(const unsigned char *leaves, int64 n, unsigned char *root)
+{
+	unsigned char *level;
+	unsigned char buf[1 + 2 * HASH_LEN];
+
+	if (n == 0)
+	{
+		Sha256("", 0, root);
+		return;
+	}
+	level = palloc(n * HASH_LEN);
+	for (int64 i = 0; i < n; i++)
+		memcpy(level + i * HASH_LEN, leaves + i * LEAF_LEN + 8, HASH_LEN);
+	buf[0] = 1;
+	while (n > 1)
+	{
+		int64		m = 0;
+
+		for (int64 i = 0; i < n; i += 2)
+		{
+			if (i + 1 < n)
+			{
+				memcpy(buf + 1, level + i * HASH_LEN, 2 * HASH_LEN);
+				Sha256(buf, sizeof(buf), level + m * HASH_LEN);
+			}
+			else
+				memmove(level + m * HASH_LEN, level + i * HASH_LEN, HASH_LEN);
+			m++;
+		}
+		n = m;
+	}
+	memcpy(root, level, HASH_LEN);
+	pfree(level);
+}
+
+static void
+PutInt64(unsigned char *p, int64 v)
+{
+	for (int i = 7; i >= 0; i--)
+	{
+		p[i] = v & 0xff;
+		v >>= 8;
+	}
+}
+
+static int64
+GetInt64(const unsigned char *p)
+{
+	uint64		v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return (int64) v;
+}
+
+/* ---- reading a log's records in id order ---- */
+
+typedef struct RecordCursor
+{
+	Portal		portal;
+	TupleDesc	desc;
+	ColumnCodec *codecs;
+	EVP_MD_CTX *md;
+	uint64		pos;
+	uint64		count;
+	SPITupleTable *tuptable;
+	MemoryContext cxt;			/* per-batch memory */
+} RecordCursor;
+
+static void
+OpenRecords(RecordCursor *rc, const SealedLog *log, int64 after, int64 upto)
+{
+	Datum		values[2] = {Int64GetDatum(after), Int64GetDatum(upto)};
+	Oid			types[2] = {INT8OID, INT8OID};
+	char	   *sql = psprintf("SELECT %s FROM interop.%s WHERE id > $1 AND id <= $2 ORDER BY id",
+							   log->columns, log->name);
+
+	memset(rc, 0, sizeof(*rc));
+	rc->portal = SPI_cursor_open_with_args(NULL, sql, 2, types, values, NULL, false, 0);
+	rc->md = NewSha256();
+	rc->cxt = AllocSetContextCreate(CurrentMemoryContext, "interop seal batch", ALLOCSET_DEFAULT_SIZES);
+}
+
+/* NextRecord - the next record's id and leaf; false at the end */
+static bool
+NextRecord(RecordCursor *rc, int64 *id, unsigned char *leaf)
+{
+	MemoryContext old;
+
+	if (rc->pos >= rc->count)
+	{
+		if (rc->tuptable)
+			SPI_freetuptable(rc->tuptable);
+		rc->tuptable = NULL;
+		MemoryContextReset(rc->cxt);
+		SPI_cursor_fetch(rc->portal, true, FETCH_ROWS);
+		rc->count = SPI_processed;
+		rc->pos = 0;
+		if (rc->count == 0)
+			return false;
+		rc->tuptable = SPI_tuptable;
+		if (rc->codecs == NULL)
+		{
+			old = MemoryContextSwitchTo(TopTransactionContext);
+			rc->desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+			rc->codecs = ColumnCodecs(rc->desc);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	old = MemoryContextSwitchTo(rc->cxt);
+	RecordLeaf(rc->tuptable->vals[rc->pos++], rc->desc, rc->codecs, rc->md, id, leaf);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+static void
+CloseRecords(RecordCursor *rc)
+{
+	if (rc->tuptable)
+		SPI_freetuptable(rc->tuptable);
+	SPI_cursor_close(rc->portal);
+	EVP_MD_CTX_free(rc->md);
+	MemoryContextDelete(rc->cxt);
+}
+
+/* ---- sealing ---- */
+
+static char *
+B64(const unsigned char *h)
+{
+	return Base64UrlEncode(h, HASH_LEN);
+}
+
+/* QueryInt64 - a one-value query; *isnull when NULL or no row */
+static int64
+QueryInt64(const char *sql, int nargs, Oid *types, Datum *values, bool *isnull)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1);
+
+	if (ret < 0)
+		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+	{
+		*isnull = true;
+		return 0;
+	}
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull));
+}
+
+/* LastSealHash - b64url SHA-256 of the newest seal's JWS, or NULL */
+static char *
+LastSealHash(void)
+{
+	int			ret = SPI_execute("SELECT jws FROM interop.log_seal ORDER BY id DESC LIMIT 1", false, 1);
+	char	   *jws;
+	unsigned char h[HASH_LEN];
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.log_seal: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return NULL;
+	jws = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	Sha256(jws, strlen(jws), h);
+	return B64(h);
+}
+
+/* NodeKeyId - b64url SHA-256 of the node's public key (SubjectPublicKeyInfo DER) */
+static char *
+NodeKeyId(void)
+{
+	NodeState  *st = GetNodeState();
+	unsigned char *der = NULL;
+	int			len = i2d_PUBKEY(st->key, &der);
+	unsigned char h[HASH_LEN];
+
+	if (len <= 0)
+		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not encode the node public key", NULL);
+	Sha256(der, len, h);
+	OPENSSL_free(der);
+	return B64(h);
+}
+
+/* Quote - a JSON string literal */
+static char *
+Quote(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	return buf.data;
+}
+
+/* InsertSeal - sign the payload and append the seal */
+static int64
+InsertSeal(const char *log, const char *kind, int64 after, int64 upto, int64 count,
+		   const unsigned char *leaves, const char *root, const char *prev,
+		   TimestampTz last_at, const char *extra)
+{
+	NodeState  *st = GetNodeState();
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *payload;
+	char	   *jws;
+	Datum		values[11];
+	char		nulls[12] = "           ";
+	Oid			types[11] = {TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, BYTEAOID, TEXTOID,
+	TEXTOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID};
+	int64		nleaves = leaves ? count : 0;
+	bytea	   *lv = palloc(VARHDRSZ + nleaves * LEAF_LEN);
+	bool		isnull;
+	int64		id;
+
+	payload = psprintf("{\"typ\":\"interop-seal\",\"node\":%s,\"kid\":%s,\"log\":%s,\"kind\":%s,"
+					   "\"after\":" INT64_FORMAT ",\"upto\":" INT64_FORMAT ",\"count\":" INT64_FORMAT ","
+					   "\"root\":%s,\"prev\":%s,\"last_at\":%s,\"sealed_at\":%s%s}",
+					   Quote(st->member_id), Quote(NodeKeyId()), Quote(log), Quote(kind),
+					   after, upto, count, root ? Quote(root) : "null", prev ? Quote(prev) : "null",
+					   last_at ? Quote(timestamptz_to_str(last_at)) : "null",
+					   Quote(timestamptz_to_str(now)), extra ? extra : "");
+	jws = JwsSignJson(payload, strlen(payload));
+
+	SET_VARSIZE(lv, VARHDRSZ + nleaves * LEAF_LEN);
+	if (nleaves > 0)
+		memcpy(VARDATA(lv), leaves, nleaves * LEAF_LEN);
+	values[0] = CStringGetTextDatum(log);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = Int64GetDatum(after);
+	values[3] = Int64GetDatum(upto);
+	values[4] = Int64GetDatum(count);
+	values[5] = PointerGetDatum(lv);
+	values[6] = root ? CStringGetTextDatum(root) : (Datum) 0;
+	if (!root)
+		nulls[6] = 'n';
+	values[7] = prev ? CStringGetTextDatum(prev) : (Datum) 0;
+	if (!prev)
+		nulls[7] = 'n';
+	values[8] = TimestampTzGetDatum(now);
+	values[9] = CStringGetTextDatum(jws);
+	values[10] = TimestampTzGetDatum(last_at);
+	if (last_at == 0)
+		nulls[10] = 'n';
+	if (leaves == NULL)
+		nulls[5] = 'n';
+	if (SPI_execute_with_args("INSERT INTO interop.log_seal (log, kind, after_id, upto_id, record_count, "
+							  "leaves, root, prev, sealed_at, jws, last_at) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+							  11, types, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not write interop.log_seal");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return id;
+}
+
+/* LastRecordTime - the latest "at" of the records in (after, upto], or 0 */
+static TimestampTz
+LastRecordTime(const SealedLog *log, int64 after, int64 upto)
+{
+	Datum		values[2] = {Int64GetDatum(after), Int64GetDatum(upto)};
+	Oid			types[2] = {INT8OID, INT8OID};
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute_with_args(psprintf("SELECT max(at) FROM interop.%s WHERE id > $1 AND id <= $2", log->name),
+							  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.%s", log->name);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/* SealOne - seal the new records of one log; returns how many */
+static int64
+SealOne(const SealedLog *log)
+{
+	Oid			relid;
+	LOCKTAG		tag;
+	bool		isnull;
+	int64		after,
+				upto;
+	RecordCursor rc;
+	StringInfoData leaves;
+	int64		n = 0;
+	int64		id;
+	unsigned char leaf[HASH_LEN];
+	unsigned char root[HASH_LEN];
+	Datum		arg;
+	Oid			argtype = TEXTOID;
+
+	relid = get_relname_relid(log->name, get_namespace_oid("interop", false));
+	arg = CStringGetTextDatum(log->name);
+	after = QueryInt64("SELECT max(upto_id) FROM interop.log_seal WHERE log = $1 AND kind = 'seal'",
+					   1, &argtype, &arg, &isnull);
+	if (isnull)
+		after = 0;
+	arg = CStringGetTextDatum(psprintf("interop.%s_id_seq", log->name));
+	upto = QueryInt64("SELECT pg_catalog.pg_sequence_last_value($1::regclass)", 1, &argtype, &arg, &isnull);
+	if (isnull || upto <= after)
+		return 0;
+
+	/*
+	 * Every id up to "upto" was taken by a transaction that holds a lock on
+	 * the log (an INSERT locks the table before its default takes an id).
+	 * Once those have ended, every such record is committed or never will
+	 * be.
+	 */
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, relid);
+	WaitForLockers(tag, ShareLock, false);
+	CommandCounterIncrement();
+
+	initStringInfo(&leaves);
+	OpenRecords(&rc, log, after, upto);
+	while (NextRecord(&rc, &id, leaf))
+	{
+		unsigned char entry[LEAF_LEN];
+
+		PutInt64(entry, id);
+		memcpy(entry + 8, leaf, HASH_LEN);
+		appendBinaryStringInfo(&leaves, (char *) entry, LEAF_LEN);
+		n++;
+	}
+	CloseRecords(&rc);
+	MerkleRoot((unsigned char *) leaves.data, n, root);
+	InsertSeal(log->name, "seal", after, upto, n, (unsigned char *) leaves.data,
+			   B64(root), LastSealHash(), LastRecordTime(log, after, upto), NULL);
+	return n;
+}
+
+/*
+ * SealLogs - seal the new records of every log; returns how many were
+ * sealed.  Callers are connected to SPI, in a READ COMMITTED transaction.
+ */
+int64
+SealLogs(void)
+{
+	int64		n = 0;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("interop.seal_log() must run in a READ COMMITTED transaction"),
+				 errdetail("A seal must see every record committed before it, which a transaction snapshot does not."),
+				 errhint("Run it outside an explicit REPEATABLE READ or SERIALIZABLE transaction.")));
+	/* one sealer at a time: the chain is a sequence */
+	if (SPI_execute("LOCK TABLE interop.log_seal IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not lock interop.log_seal");
+	for (int i = 0; i < NUM_LOGS; i++)
+		n += SealOne(&sealed_logs[i]);
+	return n;
+}
+
+PG_FUNCTION_INFO_V1(interop_seal_log);
+/* interop_seal_log - seal now; returns the number of records sealed */
+Datum
+interop_seal_log(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	n = SealLogs();
+	SPI_finish();
+	PG_RETURN_INT64(n);
+}
+
+/* ---- verification ---- */
+
+typedef struct SealRow
+{
+	int64		id;
+	char	   *log;
+	char	   *kind;
+	int64		after;
+	int64		upto;
+	int64		count;
+	char	   *root;
+	char	   *prev;
+	char	   *jws;
+	bool		pruned;
+} SealRow;
+
+typedef struct Problems
+{
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	int64		n;
+} Problems;
+
+static void
+Problem(Problems *p, const char *log, int64 id, const char *fmt,...) pg_attribute_printf(4, 5);
+
+static void
+Problem(Problems *p, const char *log, int64 id, const char *fmt,...)
+{
+	Datum		values[3];
+	bool		nulls[3] = {false, id == 0, false};
+	StringInfoData buf;
+	va_list		args;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	values[0] = CStringGetTextDatum(log);
+	values[1] = Int64GetDatum(id);
+	values[2] = CStringGetTextDatum(buf.data);
+	tuplestore_putvalues(p->store, p->desc, values, nulls);
+	p->n++;
+}
+
+/* PayloadField - a field of a seal payload as text (numbers as written), or NULL */
+static char *
+PayloadField(Jsonb *jb, const char *key)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	return "?";
+}
+
+/* NodeKeys - the node's public keys, past and present, by key id */
+static List *
+NodeKeys(List **kids)
+{
+	List	   *keys = NIL;
+
+	*kids = NIL;
+	if (SPI_execute("SELECT public_key FROM interop.node_key", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.node_key");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *pem = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		EVP_PKEY   *key = PublicKeyFromPEM(pem);
+		unsigned char *der = NULL;
+		int			len = i2d_PUBKEY(key, &der);
+		unsigned char h[HASH_LEN];
+
+		if (len <= 0)
+			continue;
+		Sha256(der, len, h);
+		OPENSSL_free(der);
+		keys = lappend(keys, key);
+		*kids = lappend(*kids, B64(h));
+	}
+	return keys;
+}
+
+/* JsonOrNull - len bytes of JSON as jsonb, or NULL when they are not JSON */
+static Jsonb *
+JsonOrNull(const char *raw, size_t len)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile jb = NULL;
+
+	PG_TRY();
+	{
+		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(raw, len))));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		jb = NULL;
+	}
+	PG_END_TRY();
+	return jb;
+}
+
+/* SignatureValid - whether the JWS verifies under the key */
+static bool
+SignatureValid(const char *jws, EVP_PKEY *key)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		const char *signer;
+		size_t		plen;
+
+		(void) JwsVerifyCompact(jws, strlen(jws), key, &signer, &plen);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* CheckSealSignature - verify the JWS; its payload, or NULL after a problem */
+static Jsonb *
+CheckSealSignature(Problems *p, SealRow *s, List *keys, List *kids)
+{
+	const char *dot1 = strchr(s->jws, '.');
+	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+	size_t		len;
+	char	   *raw;
+	Jsonb	   *jb = NULL;
+	char	   *kid;
+	EVP_PKEY   *key = NULL;
+	ListCell   *lk,
+			   *li;
+
+	raw = dot2 ? (char *) Base64UrlDecode(dot1 + 1, dot2 - dot1 - 1, &len) : NULL;
+	if (raw != NULL)
+		jb = JsonOrNull(raw, len);
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+	{
+		Problem(p, "log_seal", s->id, "seal %lld is not a valid JWS", (long long) s->id);
+		return NULL;
+	}
+	kid = PayloadField(jb, "kid");
+	forboth(lk, keys, li, kids)
+	{
+		if (kid && strcmp(kid, (char *) lfirst(li)) == 0)
+			key = lfirst(lk);
+	}
+	if (key == NULL)
+	{
+		Problem(p, "log_seal", s->id, "seal %lld is signed by a key this node never had (key id %s)",
+				(long long) s->id, kid ? kid : "none");
+		return NULL;
+	}
+	if (!SignatureValid(s->jws, key))
+	{
+		Problem(p, "log_seal", s->id, "the signature of seal %lld does not verify", (long long) s->id);
+		return NULL;
+	}
+	return jb;
+}
+
+/* Same - whether a payload field equals a value (both may be NULL) */
+static bool
+Same(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* CompareRecords - the records of a seal against its leaves */
+static void
+CompareRecords(Problems *p, SealRow *s, const unsigned char *leaves)
+{
+	const SealedLog *log = NULL;
+	RecordCursor rc;
+	int64		id;
+	unsigned char leaf[HASH_LEN];
+	int64		li = 0;
+	bool		have;
+
+	for (int i = 0; i < NUM_LOGS; i++)
+		if (strcmp(sealed_logs[i].name, s->log) == 0)
+			log = &sealed_logs[i];
+	if (log == NULL)
+		return;
+	OpenRecords(&rc, log, s->after, s->upto);
+	have = NextRecord(&rc, &id, leaf);
+	while (have || li < s->count)
+	{
+		int64		lid = li < s->count ? GetInt64(leaves + li * LEAF_LEN) : PG_INT64_MAX;
+
+		if (have && id == lid)
+		{
+			if (memcmp(leaf, leaves + li * LEAF_LEN + 8, HASH_LEN) != 0)
+				Problem(p, s->log, id, "record %lld was changed after seal %lld",
+						(long long) id, (long long) s->id);
+			li++;
+			have = NextRecord(&rc, &id, leaf);
+		}
+		else if (have && id < lid)
+		{
+			Problem(p, s->log, id, "record %lld was inserted into the range of seal %lld",
+					(long long) id, (long long) s->id);
+			have = NextRecord(&rc, &id, leaf);
+		}
+		else
+		{
+			Problem(p, s->log, lid, "record %lld was deleted after seal %lld",
+					(long long) lid, (long long) s->id);
+			li++;
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+	CloseRecords(&rc);
+}
+
+/* VerifySeal - every check of one seal */
+static void
+VerifySeal(Problems *p, SealRow *s, const char *expected_prev, int64 expected_after,
+		   List *keys, List *kids)
+{
+	Jsonb	   *jb = CheckSealSignature(p, s, keys, kids);
+	char		num[3][32];
+	Datum		arg = Int64GetDatum(s->id);
+	Oid			argtype = INT8OID;
+	bytea	   *lv;
+	bool		isnull;
+	unsigned char root[HASH_LEN];
+
+	if (jb == NULL)
+		return;
+	snprintf(num[0], 32, INT64_FORMAT, s->after);
+	snprintf(num[1], 32, INT64_FORMAT, s->upto);
+	snprintf(num[2], 32, INT64_FORMAT, s->count);
+	if (!Same(PayloadField(jb, "log"), s->log) || !Same(PayloadField(jb, "kind"), s->kind) ||
+		!Same(PayloadField(jb, "after"), num[0]) || !Same(PayloadField(jb, "upto"), num[1]) ||
+		!Same(PayloadField(jb, "count"), num[2]) || !Same(PayloadField(jb, "root"), s->root) ||
+		!Same(PayloadField(jb, "prev"), s->prev))
+	{
+		Problem(p, "log_seal", s->id, "seal %lld was changed: its row differs from its signed content",
+				(long long) s->id);
+		return;
+	}
+	if (!Same(s->prev, expected_prev))
+		Problem(p, "log_seal", s->id, "the chain is broken before seal %lld: the seal before it was changed or removed",
+				(long long) s->id);
+	if (s->after != expected_after)
+		Problem(p, "log_seal", s->id, "seal %lld of %s starts after record %lld, but the seal before it ended at %lld: a seal is missing",
+				(long long) s->id, s->log, (long long) s->after, (long long) expected_after);
+	if (strcmp(s->kind, "seal") != 0)
+		return;
+
+	if (SPI_execute_with_args("SELECT leaves FROM interop.log_seal WHERE id = $1", 1, &argtype, &arg,
+							  NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read seal %lld", (long long) s->id);
+	lv = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull || VARSIZE_ANY_EXHDR(lv) != s->count * LEAF_LEN)
+	{
+		Problem(p, "log_seal", s->id, "seal %lld has lost its record hashes", (long long) s->id);
+		return;
+	}
+	MerkleRoot((unsigned char *) VARDATA_ANY(lv), s->count, root);
+	if (strcmp(B64(root), s->root) != 0)
+	{
+		Problem(p, "log_seal", s->id, "the record hashes of seal %lld do not match its signed root",
+				(long long) s->id);
+		return;
+	}
+	if (!s->pruned)
+		CompareRecords(p, s, (unsigned char *) VARDATA_ANY(lv));
+}
+
+PG_FUNCTION_INFO_V1(interop_verify_log);
+/*
+ * interop_verify_log - recompute every seal; one row per problem, in the
+ * order of the seals and then of the records.  No rows: all verifies.
+ */
+Datum
+interop_verify_log(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Problems	p;
+	SealRow    *seals;
+	uint64		nseals;
+	List	   *keys,
+			   *kids;
+	char	   *prev = NULL;
+	int64		after[NUM_LOGS] = {0};
+
+	InitMaterializedSRF(fcinfo, 0);
+	p.store = rsinfo->setResult;
+	p.desc = rsinfo->setDesc;
+	p.n = 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	keys = NodeKeys(&kids);
+
+	if (SPI_execute("SELECT id, log, kind, after_id, upto_id, record_count, root, prev, jws "
+					"FROM interop.log_seal ORDER BY id", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.log_seal");
+	nseals = SPI_processed;
+	seals = palloc0(sizeof(SealRow) * (nseals + 1));
+	for (uint64 i = 0; i < nseals; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		seals[i].id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		seals[i].log = SPI_getvalue(t, d, 2);
+		seals[i].kind = SPI_getvalue(t, d, 3);
+		seals[i].after = DatumGetInt64(SPI_getbinval(t, d, 4, &isnull));
+		seals[i].upto = DatumGetInt64(SPI_getbinval(t, d, 5, &isnull));
+		seals[i].count = DatumGetInt64(SPI_getbinval(t, d, 6, &isnull));
+		seals[i].root = SPI_getvalue(t, d, 7);
+		seals[i].prev = SPI_getvalue(t, d, 8);
+		seals[i].jws = SPI_getvalue(t, d, 9);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* records of seals that a later prune entry covers are gone on purpose */
+	for (uint64 i = 0; i < nseals; i++)
+		if (strcmp(seals[i].kind, "prune") == 0)
+			for (uint64 j = 0; j < i; j++)
+				if (strcmp(seals[j].log, seals[i].log) == 0 && seals[j].upto <= seals[i].upto)
+					seals[j].pruned = true;
+
+	for (uint64 i = 0; i < nseals; i++)
+	{
+		SealRow    *s = &seals[i];
+		int			l = -1;
+		unsigned char h[HASH_LEN];
+
+		for (int k = 0; k < NUM_LOGS; k++)
+			if (strcmp(sealed_logs[k].name, s->log) == 0)
+				l = k;
+		if (l < 0)
+			Problem(&p, "log_seal", s->id, "seal %lld names an unknown log \"%s\"", (long long) s->id, s->log);
+		else
+		{
+			/* a prune entry starts where the pruning started, not after the last seal */
+			int64		expected = strcmp(s->kind, "prune") == 0 ? s->after : after[l];
+
+			if (strcmp(s->kind, "prune") == 0)
+			{
+				int64		pruned_from = 0;
+
+				for (uint64 j = 0; j < i; j++)
+					if (strcmp(seals[j].log, s->log) == 0 && strcmp(seals[j].kind, "prune") == 0)
+						pruned_from = seals[j].upto;
+				expected = pruned_from;
+			}
+			VerifySeal(&p, s, prev, expected, keys, kids);
+			if (strcmp(s->kind, "seal") == 0)
+				after[l] = s->upto;
+		}
+		Sha256(s->jws, strlen(s->jws), h);
+		prev = B64(h);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ---- append-only, and pruning ---- */
+
+PG_FUNCTION_INFO_V1(interop_log_append_only);
+/*
+ * interop_log_append_only - statement trigger on the logs: UPDATE, DELETE
+ * and TRUNCATE are refused, except prune_log()'s own DELETE.
+ */
+Datum
+interop_log_append_only(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("interop_log_append_only() must be called as a trigger")));
+	if (pruning && TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		return PointerGetDatum(NULL);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("interop.%s is append-only", RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("Its records are evidence: they are never updated or deleted, and their seals would show it."),
+			 errhint("Old records are removed by whole sealed batches with interop.prune_log(before).")));
+	PG_RETURN_NULL();
+}
+
+/* PruneOne - delete the records of the whole seals of a log whose records are all older than before */
+static int64
+PruneOne(const SealedLog *log, TimestampTz before)
+{
+	Datum		values[2];
+	Oid			types[2] = {TEXTOID, INT8OID};
+	bool		isnull;
+	int64		from,
+				n;
+	volatile int64 upto = -1;
+
+	values[0] = CStringGetTextDatum(log->name);
+	from = QueryInt64("SELECT max(upto_id) FROM interop.log_seal WHERE log = $1 AND kind = 'prune'",
+					  1, types, values, &isnull);
+	if (isnull)
+		from = 0;
+	values[1] = Int64GetDatum(from);
+	if (SPI_execute_with_args("SELECT upto_id, last_at FROM interop.log_seal "
+							  "WHERE log = $1 AND kind = 'seal' AND upto_id > $2 ORDER BY id",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.log_seal");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		at = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull && DatumGetTimestampTz(at) >= before)
+			break;
+		upto = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (upto < 0)
+		return 0;
+
+	values[0] = Int64GetDatum(from);
+	values[1] = Int64GetDatum(upto);
+	types[0] = INT8OID;
+	pruning = true;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(psprintf("DELETE FROM interop.%s WHERE id > $1 AND id <= $2", log->name),
+								  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not prune interop.%s", log->name);
+	}
+	PG_FINALLY();
+	{
+		pruning = false;
+	}
+	PG_END_TRY();
+	n = SPI_processed;
+	InsertSeal(log->name, "prune", from, upto, n, NULL, NULL, LastSealHash(), 0,
+			   psprintf(",\"before\":%s", Quote(timestamptz_to_str(before))));
+	return n;
+}
+
+PG_FUNCTION_INFO_V1(interop_prune_log);
+/*
+ * interop_prune_log - seal what is new, then delete the records of every
+ * whole seal whose records are all older than before; returns how many.
+ */
+Datum
+interop_prune_log(PG_FUNCTION_ARGS)
+{
+	TimestampTz before;
+	int64		n = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("before must not be null")));
+	before = PG_GETARG_TIMESTAMPTZ(0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	(void) SealLogs();
+	for (int i = 0; i < NUM_LOGS; i++)
+		n += PruneOne(&sealed_logs[i], before);
+	SPI_finish();
+	PG_RETURN_INT64(n);
+}

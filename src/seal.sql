@@ -1,0 +1,86 @@
+-- seal.sql: seals over the logs, their verification, append-only and pruning (DESIGN §6)
+--
+-- A seal covers the records of one log with ids in (after_id, upto_id]:
+-- it keeps each record's (id, SHA-256) in "leaves", and its JWS, signed by
+-- the node key, holds the Merkle root over them and the hash of the seal
+-- before it (one chain per node).  The sync worker seals every
+-- interop.seal_interval; interop.seal_log() seals now; interop.verify_log()
+-- recomputes everything.  See src/seal.c.
+
+-- every public key the node has signed with, so old seals verify after a key change
+CREATE TABLE interop.node_key (
+    public_key  text PRIMARY KEY,       -- PEM
+    member_id   interop.member_id NOT NULL,
+    alg         text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.node_key IS 'every public key this node has had; seals name theirs by key id (SHA-256 of the key)';
+SELECT pg_catalog.pg_extension_config_dump('interop.node_key', '');
+
+CREATE FUNCTION interop.record_node_key() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
+BEGIN
+    INSERT INTO interop.node_key (public_key, member_id, alg)
+    VALUES (NEW.public_key, NEW.member_id, NEW.alg) ON CONFLICT (public_key) DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER node_key_history AFTER INSERT OR UPDATE OF public_key ON interop.node
+    FOR EACH ROW EXECUTE FUNCTION interop.record_node_key();
+
+CREATE TABLE interop.log_seal (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    log          text NOT NULL CHECK (log IN ('message_log', 'consent_log')),
+    kind         text NOT NULL CHECK (kind IN ('seal', 'prune')),
+    after_id     bigint NOT NULL,       -- covers records with after_id < id <= upto_id
+    upto_id      bigint NOT NULL,
+    record_count bigint NOT NULL,       -- records sealed (seal) or removed (prune)
+    leaves       bytea,                 -- per record: id (8 bytes, big-endian) and its SHA-256
+    root         text,                  -- base64url Merkle root over the leaves
+    prev         text,                  -- base64url SHA-256 of the previous seal's JWS
+    last_at      timestamptz,           -- the latest record time covered
+    sealed_at    timestamptz NOT NULL,
+    jws          text NOT NULL          -- the signed payload: all of the above but the leaves
+);
+COMMENT ON TABLE interop.log_seal IS 'signed seals over message_log and consent_log, chained; prune entries record removals';
+ALTER TABLE interop.log_seal ALTER COLUMN leaves SET STORAGE EXTERNAL;
+SELECT pg_catalog.pg_extension_config_dump('interop.log_seal', '');
+SELECT pg_catalog.pg_extension_config_dump('interop.log_seal_id_seq', '');
+
+-- the logs are append-only for every role, superusers included (unless
+-- they disable triggers, which the seals then show)
+CREATE FUNCTION interop.log_append_only() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'interop_log_append_only' LANGUAGE C;
+CREATE TRIGGER message_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.message_log
+    FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
+CREATE TRIGGER consent_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.consent_log
+    FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
+CREATE TRIGGER log_seal_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.log_seal
+    FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
+
+CREATE FUNCTION interop.seal_log() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'interop_seal_log' LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.seal_log() IS
+    'seals the records of message_log and consent_log not sealed yet; returns how many';
+
+CREATE FUNCTION interop.verify_log() RETURNS TABLE (log text, record_id bigint, problem text)
+    AS 'MODULE_PATHNAME', 'interop_verify_log' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.verify_log() IS
+    'recomputes every seal: one row per problem (changed, deleted or inserted record, broken seal or chain); no rows: all verifies';
+
+CREATE FUNCTION interop.prune_log(before timestamptz) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'interop_prune_log' LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.prune_log(timestamptz) IS
+    'seals, then removes the records of whole seals older than before, with a signed prune entry; returns how many';
+
+REVOKE ALL ON interop.node_key, interop.log_seal FROM PUBLIC;
+GRANT SELECT ON interop.node_key, interop.log_seal TO interop_admin, interop_auditor;
+REVOKE ALL ON FUNCTION interop.record_node_key() FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.seal_log() FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.verify_log() FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.prune_log(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.seal_log() TO interop_admin, interop_auditor;
+GRANT EXECUTE ON FUNCTION interop.verify_log() TO interop_admin, interop_auditor;
+GRANT EXECUTE ON FUNCTION interop.prune_log(timestamptz) TO interop_admin;

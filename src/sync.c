@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.c
+ *	  The sync worker: one background worker per cluster, in
+ *	  interop.database.  For now it seals the logs every
+ *	  interop.seal_interval; peer catalogs, the outbox and subscriptions
+ *	  come with it later (DESIGN §3).
+ *
+ * It sleeps on its latch between rounds (no busy loop), reloads the
+ * configuration on SIGHUP, exits on SIGTERM, and is restarted by the
+ * postmaster one second after a crash.  A round that fails is logged and
+ * the next one tries again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "interop.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+int			interop_seal_interval = 60000;
+
+static volatile sig_atomic_t sync_stop = false;
+
+/* RegisterSyncWorker - the sync worker, when the library is preloaded */
+void
+RegisterSyncWorker(void)
+{
+	BackgroundWorker w;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 1;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "SyncMain");
+	snprintf(w.bgw_name, BGW_MAXLEN, "interop sync");
+	snprintf(w.bgw_type, BGW_MAXLEN, "interop sync");
+	RegisterBackgroundWorker(&w);
+}
+
+static void
+SyncSigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	sync_stop = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* SealRound - seal in a transaction of its own; a failure is logged */
+static void
+SealRound(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	pgstat_report_activity(STATE_RUNNING, "sealing the logs");
+	PG_TRY();
+	{
+		int64		n = 0;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		/* nothing to sign with before the node has an identity */
+		if (SPI_execute("SELECT 1 FROM interop.node", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			n = SealLogs();
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (n > 0)
+			elog(DEBUG1, "interop sync: sealed " INT64_FORMAT " records", n);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* SyncMain - entry point of the sync worker */
+void
+SyncMain(Datum arg)
+{
+	TimestampTz next_seal;
+
+	pqsignal(SIGTERM, SyncSigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
+	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname("interop sync");
+
+	next_seal = GetCurrentTimestamp();
+	while (!sync_stop)
+	{
+		long		timeout = -1;
+		bool		installed;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		StartTransactionCommand();
+		installed = OidIsValid(get_extension_oid("interop", true));
+		CommitTransactionCommand();
+
+		if (!installed)
+			timeout = 5000L;	/* CREATE EXTENSION has no hook: look again */
+		else if (interop_seal_interval > 0)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (now >= next_seal)
+			{
+				SealRound();
+				now = GetCurrentTimestamp();
+				next_seal = TimestampTzPlusMilliseconds(now, interop_seal_interval);
+			}
+			timeout = Max(1L, (long) ((next_seal - now) / 1000));
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0),
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	proc_exit(0);
+}
