@@ -543,8 +543,18 @@ ServeVerified(Exchange *x)
 	/* jti not seen before (or the same request again) */
 	if (FindFirstRecord(req->iss, req->jti, &first))
 	{
-		AnswerReplay(x, &first);
-		return;
+		/*
+		 * The same request again, whose answer the log did not keep
+		 * (interop.log_bodies = off): a read is answered anew.
+		 */
+		if (first.request_hash != NULL && strcmp(first.request_hash, req->hash) == 0 &&
+			first.response != NULL && !LoggedBodyKept(first.response))
+			x->log.replay_of = first.id;
+		else
+		{
+			AnswerReplay(x, &first);
+			return;
+		}
 	}
 
 	/* authorize and run, within the request timeout */
@@ -579,7 +589,7 @@ ServeVerified(Exchange *x)
 	x->log.consent_id = ans.consent_id;
 	x->log.row_count = ok ? ans.nrows : -1;
 	FinishLog(x, x->answer.status, ok ? NULL : refusal.code, ok ? NULL : refusal.message);
-	if (LogExchange(&x->log) == 0)
+	if (LogExchange(&x->log) == 0 && x->log.replay_of == 0)
 	{
 		/* the same jti was answered meanwhile by another worker: that answer stands */
 		x->log.legal_basis = x->log.subject = NULL;

@@ -49,6 +49,7 @@ int			interop_request_timeout = 30000;
 int			interop_max_clock_skew = 300;
 int			interop_max_request_size = 1024 * 1024;
 int			interop_max_response_size = 64 * 1024 * 1024;
+bool		interop_log_bodies = true;
 int			interop_gateway_max_connections = 256;
 
 /* CheckListenAddresses - "*" or a comma-separated list of host names or addresses */
@@ -325,6 +326,15 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("interop.log_bodies",
+							 "Whether the message log keeps the messages themselves.",
+							 "Off: only their hashes and signatures are kept (detached JWS), so the log holds no answer data.",
+							 &interop_log_bodies,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("interop.seal_interval",
 							"Time between two seals of the logs by the sync worker.",

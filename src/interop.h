@@ -169,6 +169,7 @@ extern int	interop_request_timeout;
 extern int	interop_max_clock_skew;
 extern int	interop_max_request_size;
 extern int	interop_max_response_size;
+extern bool interop_log_bodies;
 extern int	interop_gateway_max_connections;
 extern uint64 interop_identity_generation;
 extern int	ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values,
@@ -193,6 +194,7 @@ extern char *JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const
 
 /* in msglog.c */
 extern int64 LogExchange(const ExchangeLog *l);
+extern bool LoggedBodyKept(const char *jws);
 extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
 extern int64 SealLogs(void);
 

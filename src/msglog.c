@@ -39,7 +39,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
-#define LOG_NARGS 19
+#define LOG_NARGS 20
 #define RECORD_STRINGS 13
 
 static SPIPlanPtr insert_plan = NULL;
@@ -58,6 +58,29 @@ TextOrNull(const char *s, char *nulls, int i)
 }
 
 /*
+ * Detached - a JWS without its payload (RFC 7515, appendix F): the header,
+ * with the signer's chain, and the signature.  With interop.log_bodies off
+ * the log keeps this, and the message's hash, instead of the message.
+ */
+static const char *
+Detached(const char *jws)
+{
+	const char *dot1 = jws ? strchr(jws, '.') : NULL;
+	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+
+	if (dot2 == NULL)
+		return NULL;			/* not a JWS: nothing to keep */
+	return psprintf("%.*s.%s", (int) (dot1 - jws), jws, dot2);
+}
+
+/* LoggedBodyKept - whether a logged JWS is whole (not detached) */
+bool
+LoggedBodyKept(const char *jws)
+{
+	return jws != NULL && strstr(jws, "..") == NULL;
+}
+
+/*
  * LogExchange - write one record; returns its id.  Returns 0 without
  * writing when the record is the first of a jti already recorded.
  */
@@ -73,12 +96,12 @@ LogExchange(const ExchangeLog *l)
 	{
 		Oid			types[LOG_NARGS] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		FLOAT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
+		FLOAT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID};
 		SPIPlanPtr	plan = SPI_prepare("INSERT INTO interop.message_log (direction, peer, service, purpose, "
 									   "legal_basis, subject, jti, request_hash, request, response, status, "
-									   "error_code, error_message, row_count, duration_ms, client, replay_of, at, consent_id) "
+									   "error_code, error_message, row_count, duration_ms, client, replay_of, at, consent_id, response_hash) "
 									   "VALUES ($1, $2::interop.member_id, $3, $4, $5, $6, $7::uuid, $8, $9, $10, "
-									   "$11, $12, $13, $14, $15, $16, $17, coalesce($18, pg_catalog.clock_timestamp()), $19) "
+									   "$11, $12, $13, $14, $15, $16, $17, coalesce($18, pg_catalog.clock_timestamp()), $19, $20) "
 									   "ON CONFLICT (peer, jti) WHERE direction = 'in' AND replay_of IS NULL DO NOTHING "
 									   "RETURNING id",
 									   LOG_NARGS, types);
@@ -98,8 +121,8 @@ LogExchange(const ExchangeLog *l)
 	values[5] = TextOrNull(l->subject, nulls, 5);
 	values[6] = TextOrNull(l->jti, nulls, 6);
 	values[7] = TextOrNull(l->request_hash, nulls, 7);
-	values[8] = TextOrNull(l->request, nulls, 8);
-	values[9] = TextOrNull(l->response, nulls, 9);
+	values[8] = TextOrNull(interop_log_bodies ? l->request : Detached(l->request), nulls, 8);
+	values[9] = TextOrNull(interop_log_bodies ? l->response : Detached(l->response), nulls, 9);
 	values[10] = Int32GetDatum(l->status);
 	values[11] = TextOrNull(l->error_code, nulls, 11);
 	values[12] = TextOrNull(l->error_message, nulls, 12);
@@ -117,6 +140,7 @@ LogExchange(const ExchangeLog *l)
 	values[18] = Int64GetDatum(l->consent_id);
 	if (l->consent_id == 0)
 		nulls[18] = 'n';
+	values[19] = TextOrNull(l->response ? RequestHash(l->response, strlen(l->response)) : NULL, nulls, 19);
 
 	ret = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING)

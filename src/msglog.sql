@@ -17,8 +17,9 @@ CREATE TABLE interop.message_log (
     subject       text,                 -- the value of the service's subject column, when filtered on
     jti           uuid,                 -- the request's id, once its signature is verified
     request_hash  text,                 -- base64url SHA-256 of the request bytes (the "req" claim)
-    request       text,                 -- the request JWS; NULL when the body was not one
-    response      text,                 -- the response JWS; NULL when there was none
+    request       text,                 -- the request JWS (detached, without payload, when interop.log_bodies = off)
+    response      text,                 -- the response JWS (likewise); NULL when there was none
+    response_hash text,                 -- base64url SHA-256 of the response bytes
     status        int NOT NULL,         -- HTTP status; 0 when no answer arrived
     error_code    text,                 -- wire error code, or the consumer's SQLSTATE
     error_message text,

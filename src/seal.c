@@ -65,7 +65,7 @@ typedef struct SealedLog
 static const SealedLog sealed_logs[] = {
 	{"message_log",
 		"id, at, direction, peer, service, purpose, legal_basis, subject, jti, request_hash, "
-		"request, response, status, error_code, error_message, row_count, duration_ms, client, "
+		"request, response, response_hash, status, error_code, error_message, row_count, duration_ms, client, "
 	"consent_id, replay_of"},
 	{"consent_log",
 		"id, at, consent_id, event, subject, consumer, service, purpose, valid_until, evidence, role"}

@@ -257,6 +257,47 @@ is($pop->safe_psql('postgres', qq{
 	SELECT string_agg(status::text, ',' ORDER BY id) FROM interop.message_log
 	WHERE jti = '$jti' AND replay_of IS NOT NULL}), '200,409', 'both repeats are logged with replay_of');
 
+# ---- interop.log_bodies = off: the log keeps hashes and signatures only ----
+
+for my $n ($pop, $tax)
+{
+	$n->safe_psql('postgres', 'ALTER SYSTEM SET interop.log_bodies = off');
+	$n->reload;
+}
+sleep(1);    # the workers apply the reload on their next tick
+my $jti2 = '2c9f8d63-4a5d-4f1c-8e8f-2d3c4b5e6f70';
+my $req2 = openssl_sign($tax, request(jti => $jti2));
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $req2);
+is($code, '200', 'with log_bodies off the provider answers');
+($code2, $body2) = curl_gateway($pop, '/v1/query', as => $tax, body => $req2);
+is($code2, '200', 'a retry of the same bytes is answered anew, since the first answer was not kept');
+like(claims($body2), qr/"rows":\s*\[\["P3"/, 'with the row again');
+# b64sha(BYTES): base64url SHA-256, computed by openssl
+sub b64sha
+{
+	my $h = `printf '%s' '$_[0]' | openssl dgst -sha256 -binary | base64 | tr '+/' '-_' | tr -d '='`;
+	chomp $h;
+	return $h;
+}
+is($pop->safe_psql('postgres', qq{
+	SELECT string_agg(format('%s %s %s %s', status, replay_of IS NOT NULL,
+		request ~ '^[A-Za-z0-9_-]+\\.\\.[A-Za-z0-9_-]+\$' AND response ~ '^[A-Za-z0-9_-]+\\.\\.[A-Za-z0-9_-]+\$',
+		response_hash), ',' ORDER BY id)
+	FROM interop.message_log WHERE jti = '$jti2'}),
+	"200 f t @{[ b64sha($body) ]},200 t t @{[ b64sha($body2) ]}",
+	'both are logged as detached JWS (header and signature) with the hash of the answer sent');
+is($tax->safe_psql('postgres', qq{
+	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P31"}', 'tax assessment');
+	SELECT request ~ '\\.\\.' AND response ~ '\\.\\.' AND response_hash IS NOT NULL AND request_hash IS NOT NULL
+	FROM interop.message_log WHERE direction = 'out' ORDER BY id DESC LIMIT 1}), "1\nt",
+	'the consumer keeps hashes and signatures only too');
+for my $n ($pop, $tax)
+{
+	$n->safe_psql('postgres', 'ALTER SYSTEM RESET interop.log_bodies');
+	$n->reload;
+}
+sleep(1);
+
 # ---- 401: each verification step ----
 
 my %bad = (
