@@ -658,9 +658,10 @@ interop_query(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
-	SPI_finish();
+	/* before SPI_finish: the call's strings live in SPI's memory */
 	CallLog(c, &log, NULL, NULL);
 	(void) LogExchangeDurably(&log);
+	SPI_finish();
 	return (Datum) 0;
 }
 

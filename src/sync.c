@@ -7,7 +7,8 @@
  *	  come with it later (DESIGN §3).
  *
  * It sleeps on its latch between rounds (no busy loop), reloads the
- * configuration on SIGHUP, exits on SIGTERM, and is restarted by the
+ * configuration on SIGHUP, exits on SIGTERM (even while a seal waits for a
+ * long transaction that writes a log), and is restarted by the
  * postmaster one second after a crash.  A round that fails is logged and
  * the next one tries again.
  *
@@ -24,14 +25,13 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 int			interop_seal_interval = 60000;
-
-static volatile sig_atomic_t sync_stop = false;
 
 /* RegisterSyncWorker - the sync worker, when the library is preloaded */
 void
@@ -48,16 +48,6 @@ RegisterSyncWorker(void)
 	snprintf(w.bgw_name, BGW_MAXLEN, "interop sync");
 	snprintf(w.bgw_type, BGW_MAXLEN, "interop sync");
 	RegisterBackgroundWorker(&w);
-}
-
-static void
-SyncSigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	sync_stop = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
 }
 
 /* SealRound - seal in a transaction of its own; a failure is logged */
@@ -102,7 +92,8 @@ SyncMain(Datum arg)
 {
 	TimestampTz next_seal;
 
-	pqsignal(SIGTERM, SyncSigterm);
+	/* SIGTERM: exit at the next CHECK_FOR_INTERRUPTS, a seal in progress rolled back */
+	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
@@ -110,7 +101,7 @@ SyncMain(Datum arg)
 	pgstat_report_appname("interop sync");
 
 	next_seal = GetCurrentTimestamp();
-	while (!sync_stop)
+	for (;;)
 	{
 		long		timeout = -1;
 		bool		installed;
@@ -143,5 +134,4 @@ SyncMain(Datum arg)
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(0);
 }
