@@ -369,9 +369,12 @@ ReadRecord(SharedRecord *rec, ExchangeLog *l)
 /*
  * HandToWriter - give the record to the log writer and wait until it is
  * committed.  False, with nothing handed over, when no writer serves this
- * database.  The wait does not process interrupts: the segment must stay
- * until the writer has read it.  It ends when the writer is done, or when
- * the writer is gone and had not taken the record (then false).
+ * database, or when the writer stopped before taking the record.
+ *
+ * The segment is pinned before it is handed over and the writer unpins it
+ * once written, so the wait can be interrupted (a cancel, a terminate):
+ * the record is then still written, after this backend has gone on.  A
+ * slot left busy that way is reused only once the writer is done with it.
  */
 static bool
 HandToWriter(dsm_segment *seg)
@@ -383,17 +386,35 @@ HandToWriter(dsm_segment *seg)
 	if (queue == NULL)
 		return false;
 	slot = &queue->slots[MySlot()];
-	SpinLockAcquire(&queue->mutex);
-	writer = queue->writer_latch;
-	if (writer == NULL || queue->writer_db != MyDatabaseId)
+	for (;;)
 	{
+		SpinLockAcquire(&queue->mutex);
+		writer = queue->writer_latch;
+		if (writer == NULL || queue->writer_db != MyDatabaseId)
+		{
+			SpinLockRelease(&queue->mutex);
+			return false;
+		}
+		if (slot->state == SLOT_DONE)
+			slot->state = SLOT_FREE;	/* an earlier owner's, acknowledged */
+		if (slot->state == SLOT_FREE)
+		{
+			dsm_pin_segment(seg);
+			slot->handle = dsm_segment_handle(seg);
+			slot->latch = MyLatch;
+			slot->state = SLOT_PENDING;
+			SpinLockRelease(&queue->mutex);
+			break;
+		}
+		/* an earlier owner's record, not written yet: let the writer take it */
+		slot->latch = MyLatch;
 		SpinLockRelease(&queue->mutex);
-		return false;
+		SetLatch(writer);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
-	slot->handle = dsm_segment_handle(seg);
-	slot->latch = MyLatch;
-	slot->state = SLOT_PENDING;
-	SpinLockRelease(&queue->mutex);
 	SetLatch(writer);
 
 	for (;;)
@@ -411,10 +432,15 @@ HandToWriter(dsm_segment *seg)
 		if (state == SLOT_DONE)
 			return true;
 		if (state == SLOT_FREE)
+		{
+			dsm_unpin_segment(dsm_segment_handle(seg));
 			return false;
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* the pinned segment outlives an ERROR here: the writer still writes it */
+		CHECK_FOR_INTERRUPTS();
 	}
 }
 
@@ -759,7 +785,10 @@ LogWriterMain(Datum arg)
 			for (int i = 0; i < n; i++)
 			{
 				if (segs[i] != NULL)
+				{
+					dsm_unpin_segment(dsm_segment_handle(segs[i]));
 					dsm_detach(segs[i]);
+				}
 				SetLatch(waiters[i]);
 			}
 			pgstat_report_activity(STATE_IDLE, NULL);

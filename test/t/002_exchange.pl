@@ -497,6 +497,41 @@ is($tax->safe_psql('postgres', q{
 	WHERE direction = 'out' AND service = 'slow' AND error_code = '57014'}),
 	'57014,57014', '...and both cancelled calls (statement_timeout, pg_cancel_backend) are logged as cancelled');
 
+# the log writer held up (a superuser locks the log): a call waiting for it
+# can be cancelled, and its record is written once the lock goes
+my $locker = $tax->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE interop.message_log IN ACCESS EXCLUSIVE MODE');
+my $held = $tax->background_psql('postgres', on_error_stop => 0);
+$held->query_until(qr/started/, q{
+	\echo started
+	SELECT count(*) FROM interop.query('MN/GOV/1000001/population', 'person', '{"id":"P25"}', 'tax assessment');
+});
+my $held_pid;
+for (1 .. 100)
+{
+	$held_pid = $tax->safe_psql('postgres', q{
+		SELECT pid FROM pg_stat_activity WHERE query LIKE '%"P25"%' AND wait_event = 'Extension' AND pid <> pg_backend_pid()});
+	last if $held_pid;
+	usleep(50_000);
+}
+ok($held_pid, 'a call waits for the log writer before returning its row');
+$t0 = time();
+$tax->safe_psql('postgres', "SELECT pg_cancel_backend($held_pid)");
+$cancelled = 0;
+for (1 .. 40)
+{
+	if ($tax->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE pid = $held_pid AND state = 'active'") eq '0')
+	{ $cancelled = 1; last }
+	usleep(50_000);
+}
+ok($cancelled && time() - $t0 < 1.0, 'pg_cancel_backend stops that wait promptly');
+$held->quit;
+$locker->query_safe('COMMIT');
+$locker->quit;
+ok($tax->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM interop.message_log WHERE direction = 'out' AND subject = 'P25' AND status = 200}),
+	'the cancelled call\'s record is written once the writer can go on (one record, nothing lost)');
+
 # ---- a provider that is down ----
 
 $pop->stop;
