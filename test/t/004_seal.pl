@@ -10,7 +10,9 @@
 #    an edited seal, its leaves, a deleted seal, an edited consent event;
 #  - after a key change, old seals still verify (interop.node_key);
 #  - prune_log() removes whole sealed batches only, records a signed prune
-#    entry, and verification stays clean.
+#    entry, and verification stays clean;
+#  - the sync worker follows a reload of seal_interval and comes back after
+#    kill -9.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -196,5 +198,40 @@ is($fresh->safe_psql('postgres', "SELECT interop.prune_log('$cut')"), '0', 'prun
 tamper($fresh, q{DELETE FROM interop.consent_log});
 like(problems($fresh), qr/^consent_log \d+: record \d+ was deleted after seal \d+$/m,
 	'a deletion outside prune_log is still named');
+
+# ---- the sync worker: reload and crash ----
+
+# consents_sealed(NODE): whether every consent event is sealed
+sub consents_sealed
+{
+	return $_[0]->safe_psql('postgres', q{
+		SELECT coalesce(max(upto_id), 0) >= (SELECT max(id) FROM interop.consent_log)
+		FROM interop.log_seal WHERE log = 'consent_log' AND kind = 'seal'});
+}
+$reg->safe_psql('postgres', 'ALTER SYSTEM SET interop.seal_interval = 0');
+$reg->reload;
+sleep(1);
+$reg->safe_psql('postgres', qq{SELECT interop.grant_consent('P4', '$TAX', 'person', 'tax assessment')});
+sleep(2);
+is(consents_sealed($reg), 'f', 'after a reload with seal_interval = 0 the sync worker stops sealing');
+$reg->safe_psql('postgres', 'ALTER SYSTEM RESET interop.seal_interval');
+$reg->safe_psql('postgres', q{ALTER SYSTEM SET interop.seal_interval = '200ms'});
+$reg->reload;
+ok($reg->poll_query_until('postgres', q{
+	SELECT coalesce(max(upto_id), 0) >= (SELECT max(id) FROM interop.consent_log)
+	FROM interop.log_seal WHERE log = 'consent_log' AND kind = 'seal'}),
+	'and seals again after the next reload');
+$reg->append_conf('postgresql.conf', 'restart_after_crash = on');
+$reg->reload;
+my $sync_pid = $reg->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop sync'});
+kill 'KILL', $sync_pid;
+ok($reg->poll_query_until('postgres', qq{
+	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'interop sync' AND pid <> $sync_pid}),
+	'after kill -9 of the sync worker the cluster restarts it');
+$reg->safe_psql('postgres', qq{SELECT interop.grant_consent('P5', '$TAX', 'person', 'tax assessment')});
+ok($reg->poll_query_until('postgres', q{
+	SELECT coalesce(max(upto_id), 0) >= (SELECT max(id) FROM interop.consent_log)
+	FROM interop.log_seal WHERE log = 'consent_log' AND kind = 'seal'}),
+	'and it seals again');
 
 done_testing();
