@@ -70,17 +70,8 @@ typedef struct TlsIdentity
 } TlsIdentity;
 static TlsIdentity tls_identity;
 
-/* a response body, grown by libcurl's write callback with malloc */
-typedef struct Body
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-	bool		too_large;
-} Body;
-
 /* WriteBody - libcurl write callback: append, within max_response_size */
-static size_t
+size_t
 WriteBody(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	Body	   *b = userdata;
@@ -138,8 +129,18 @@ VerifyPeer(int ok, X509_STORE_CTX *ctx)
 static CURLcode
 SslCtxSetup(CURL *curl, void *sslctx, void *parm)
 {
-	SSL_CTX    *ctx = sslctx;
-	TlsIdentity *id = parm;
+	return ClientTlsSetup(sslctx, VerifyPeer) ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
+}
+
+/*
+ * ClientTlsSetup - a client SSL_CTX with the node's identity and our trust
+ * store; verify is the callback that checks the peer's member id.  False
+ * when OpenSSL refused a part of it.
+ */
+bool
+ClientTlsSetup(SSL_CTX *ctx, SSL_verify_cb verify)
+{
+	TlsIdentity *id = &tls_identity;
 
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 
@@ -150,15 +151,15 @@ SslCtxSetup(CURL *curl, void *sslctx, void *parm)
 	 * with public CAs nor replaced by them.
 	 */
 	if (SSL_CTX_set1_verify_cert_store(ctx, id->store) != 1)
-		return CURLE_SSL_CERTPROBLEM;
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, VerifyPeer);
+		return false;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify);
 	if (SSL_CTX_use_certificate(ctx, id->leaf) != 1 ||
 		SSL_CTX_use_PrivateKey(ctx, id->key) != 1)
-		return CURLE_SSL_CERTPROBLEM;
+		return false;
 	for (int i = 1; i < sk_X509_num(id->chain); i++)
 		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(id->chain, i)) != 1)
-			return CURLE_SSL_CERTPROBLEM;
-	return CURLE_OK;
+			return false;
+	return true;
 }
 
 /* ResetHandles - drop the connections (trust or identity changed) */
@@ -178,8 +179,12 @@ ResetHandles(void)
  * PrepareHandles - the per-backend handles, set up with the node identity.
  * Raises an ERROR when the node cannot make TLS connections yet.
  */
-static void
-PrepareHandles(void)
+/*
+ * LoadClientIdentity - the node's certificate, key and trust store for
+ * ClientTlsSetup().  Raises an ERROR when the node has no certificate.
+ */
+void
+LoadClientIdentity(void)
 {
 	NodeState  *st = GetNodeState();
 	X509_STORE *store = LoadTrustStore();
@@ -190,14 +195,19 @@ PrepareHandles(void)
 				 errmsg("this node has no certificate yet"),
 				 errdetail("A node calls peers with its certificate as TLS client certificate."),
 				 errhint("Install one with interop.install_certificate().")));
-
-	/* the store and key belong to caches that a trust change frees */
-	if (easy != NULL && easy_generation != interop_identity_generation)
-		ResetHandles();
 	tls_identity.store = store;
 	tls_identity.leaf = sk_X509_value(st->chain, 0);
 	tls_identity.chain = st->chain;
 	tls_identity.key = st->key;
+}
+
+static void
+PrepareHandles(void)
+{
+	/* the store and key belong to caches that a trust change frees */
+	if (easy != NULL && easy_generation != interop_identity_generation)
+		ResetHandles();
+	LoadClientIdentity();
 	if (easy != NULL)
 		return;
 
@@ -211,6 +221,19 @@ PrepareHandles(void)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("could not create a libcurl handle")));
 	}
 	easy_generation = interop_identity_generation;
+	ConfigureEasy(easy, SslCtxSetup, &tls_identity);
+}
+
+/*
+ * ConfigureEasy - the options every transfer to a peer has: HTTPS only, no
+ * redirects, the TLS checks described at the top, our identity through the
+ * SSL_CTX callback ctxfunc(ctxdata).
+ */
+void
+ConfigureEasy(void *e, void *ctxfunc, void *ctxdata)
+{
+	CURL	   *easy = e;
+
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -227,8 +250,8 @@ PrepareHandles(void)
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
 	curl_easy_setopt(easy, CURLOPT_CAINFO, "/dev/null");	/* NULL means the default bundle */
 	curl_easy_setopt(easy, CURLOPT_CAPATH, NULL);
-	curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, SslCtxSetup);
-	curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, &tls_identity);
+	curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, ctxfunc);
+	curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, ctxdata);
 	curl_easy_setopt(easy, CURLOPT_SSL_SESSIONID_CACHE, 0L);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, WriteBody);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "interop/" INTEROP_VERSION);
@@ -281,7 +304,7 @@ TransportError(CURLcode rc, const char *url, const char *errbuf, const Body *bod
 }
 
 /* ReuseAllowed - may an open connection to url serve a call to member? */
-static bool
+bool
 ReuseAllowed(const char *url, const char *member)
 {
 	VerifiedUrl *free_slot = NULL;
@@ -446,7 +469,7 @@ UnsignedAnswerError(const char *member, const HttpResult *r)
 }
 
 /* RowsToTuplestore - the rows of a verified answer, one jsonb object each */
-static int
+int
 RowsToTuplestore(Jsonb *payload, Tuplestorestate *ts, TupleDesc desc)
 {
 	JsonbValue *columns = ResponseClaim(payload, "columns");

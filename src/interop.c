@@ -336,6 +336,15 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomIntVariable("interop.max_attempts",
+							"Attempts at delivering an asynchronous query before it fails.",
+							"Retries follow transport failures, 429 and 5xx, after 0.5 s, doubling up to 60 s.",
+							&interop_max_attempts,
+							20, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("interop.seal_interval",
 							"Time between two seals of the logs by the sync worker.",
 							"0 turns periodic sealing off; interop.seal_log() still seals on demand.",

@@ -17,10 +17,13 @@
 #endif
 #include "utils/elog.h"
 #include "utils/jsonb.h"
+#include "utils/tuplestore.h"
+#include "storage/latch.h"
 #include "utils/timestamp.h"
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 /*
@@ -197,6 +200,30 @@ extern int64 LogExchange(const ExchangeLog *l);
 extern bool LoggedBodyKept(const char *jws);
 extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
 extern int64 SealLogs(void);
+
+/* in client.c, for the sync worker's transfers */
+typedef struct Body
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	bool		too_large;
+} Body;
+extern size_t WriteBody(char *ptr, size_t size, size_t nmemb, void *userdata);
+extern void LoadClientIdentity(void);
+extern bool ClientTlsSetup(SSL_CTX *ctx, SSL_verify_cb verify);
+extern int	RowsToTuplestore(Jsonb *payload, Tuplestorestate *ts, TupleDesc desc);
+extern void ConfigureEasy(void *easy, void *ctxfunc, void *ctxdata);
+extern bool ReuseAllowed(const char *url, const char *member);
+
+/* in async.c */
+extern int	interop_max_attempts;
+extern void AsyncWorkerRound(long *timeout);
+extern void AsyncWorkerReset(void);
+
+/* in msglog.c: the sync worker's latch, in the log queue's shared memory */
+extern void WakeSyncWorker(void);
+extern void SetSyncLatch(Latch *latch);
 
 /* in sync.c */
 extern int	interop_seal_interval;

@@ -259,6 +259,7 @@ typedef struct LogQueue
 	slock_t		mutex;
 	Latch	   *writer_latch;	/* NULL when no writer is ready */
 	Oid			writer_db;		/* the database it writes in */
+	Latch	   *sync_latch;		/* the sync worker's, when it runs */
 	int			nslots;
 	LogSlot		slots[FLEXIBLE_ARRAY_MEMBER];
 } LogQueue;
@@ -301,6 +302,32 @@ LogQueueShmemInit(void)
 		queue->nslots = QueueSlots();
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/* SetSyncLatch - the sync worker announces (or withdraws) its latch */
+void
+SetSyncLatch(Latch *latch)
+{
+	if (queue == NULL)
+		return;
+	SpinLockAcquire(&queue->mutex);
+	queue->sync_latch = latch;
+	SpinLockRelease(&queue->mutex);
+}
+
+/* WakeSyncWorker - set the sync worker's latch, if it runs */
+void
+WakeSyncWorker(void)
+{
+	Latch	   *latch;
+
+	if (queue == NULL)
+		return;
+	SpinLockAcquire(&queue->mutex);
+	latch = queue->sync_latch;
+	SpinLockRelease(&queue->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 /* MySlot - this process's slot in the queue */

@@ -86,6 +86,35 @@ SealRound(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* AsyncRound - deliveries; after an ERROR, start over (nothing is lost) */
+static void
+AsyncRound(long *timeout)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		AsyncWorkerRound(timeout);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		AsyncWorkerReset();
+		*timeout = 1000;
+	}
+	PG_END_TRY();
+}
+
+/* SyncDetach - the worker is gone: nobody to wake */
+static void
+SyncDetach(int code, Datum arg)
+{
+	SetSyncLatch(NULL);
+}
+
 /* SyncMain - entry point of the sync worker */
 void
 SyncMain(Datum arg)
@@ -99,6 +128,8 @@ SyncMain(Datum arg)
 	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
 	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("interop sync");
+	before_shmem_exit(SyncDetach, (Datum) 0);
+	SetSyncLatch(MyLatch);
 
 	next_seal = GetCurrentTimestamp();
 	for (;;)
@@ -130,6 +161,8 @@ SyncMain(Datum arg)
 			}
 			timeout = Max(1L, (long) ((next_seal - now) / 1000));
 		}
+		if (installed)
+			AsyncRound(&timeout);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0),
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

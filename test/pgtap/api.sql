@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(84);
+SELECT plan(90);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -58,7 +58,8 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
                     'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
                     'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
-                    'interop.log_seal', 'interop.log_seal_id_seq'],
+                    'interop.log_seal', 'interop.log_seal_id_seq', 'interop.async_request',
+                    'interop.async_request_id_seq'],
               'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
 
 -- seals: who may seal, verify and prune; the logs are append-only
@@ -73,6 +74,13 @@ SELECT function_privs_are('interop', 'prune_log', ARRAY['timestamp with time zon
 SELECT function_privs_are('interop', 'prune_log', ARRAY['timestamp with time zone'], 'interop_auditor', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'log_seal', 'interop_auditor', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'log_seal', 'interop_user', ARRAY[]::text[]);
+-- asynchronous queries
+SELECT is_definer('interop', 'query_async', ARRAY['interop.member_id', 'text', 'jsonb', 'text']);
+SELECT function_privs_are('interop', 'query_async', ARRAY['interop.member_id', 'text', 'jsonb', 'text'], 'interop_user', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'query_async', ARRAY['interop.member_id', 'text', 'jsonb', 'text'], 'public', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'result', ARRAY['bigint'], 'interop_user', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'result_rows', ARRAY['text'], 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'async_request', 'interop_user', ARRAY[]::text[]);
 SELECT has_trigger('interop', 'message_log', 'message_log_append_only', 'interop.message_log has its append-only trigger');
 SELECT has_trigger('interop', 'consent_log', 'consent_log_append_only', 'interop.consent_log has its append-only trigger');
 SELECT has_trigger('interop', 'log_seal', 'log_seal_append_only', 'interop.log_seal has its append-only trigger');

@@ -1,0 +1,710 @@
+/*-------------------------------------------------------------------------
+ *
+ * async.c
+ *	  Asynchronous queries: delivered by the sync worker, with retries.
+ *
+ * interop.query_async() (src/async.sql) inserts a pending row and, at
+ * commit, sets the sync worker's latch.  Each round of the worker:
+ *
+ *	1. harvests finished transfers: verifies each answer and, in one
+ *	   transaction, stores the outcome (done, failed, or pending again with
+ *	   a backoff), writes the message_log record of the attempt and NOTIFYs
+ *	   interop_async with the id when the request is finished;
+ *	2. starts due requests, up to ASYNC_CONCURRENCY transfers at once on one
+ *	   libcurl multi handle.  A request is signed at its first attempt with
+ *	   the longest lifetime the protocol allows (an hour) and stored before
+ *	   it is sent; every retry sends the stored bytes.
+ *
+ * So a crash anywhere loses nothing (the row stays pending and is sent
+ * again) and runs nothing twice: the provider answers a repeated request
+ * (same jti, same bytes) from its log (DESIGN §5).  Transport failures,
+ * 429 and 5xx are retried with exponential backoff (0.5 s doubling, at most
+ * 60 s) until interop.max_attempts; a signed refusal (4xx) or an answer that
+ * does not verify ends the request as failed.
+ *
+ * TLS is as for interop.query() (src/client.c), except that the member id
+ * a connection must present is the transfer's, found from the SSL_CTX.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "interop.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+
+#include <curl/curl.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#define ASYNC_CONCURRENCY 16
+#define ASYNC_LIFETIME 3600		/* seconds: the protocol's longest */
+
+int			interop_max_attempts = 20;
+
+/* one transfer in flight */
+typedef struct Transfer
+{
+	bool		busy;
+	bool		finished;
+	CURL	   *easy;
+	MemoryContext cxt;
+	int64		id;
+	int			attempts;		/* before this one */
+	char	   *provider;
+	char	   *service;
+	char	   *purpose;
+	char	   *jti;
+	char	   *request;
+	char	   *req_hash;
+	char	   *url;
+	struct curl_slist *headers;
+	Body		got;
+	char		errbuf[CURL_ERROR_SIZE];
+	char		presented[256];
+	bool		mismatch;
+	CURLcode	rc;
+	TimestampTz started;
+} Transfer;
+
+static Transfer transfers[ASYNC_CONCURRENCY];
+static CURLM *amulti = NULL;
+static int	ctx_index = -1;
+static uint64 handles_generation = 0;
+static bool wake_at_commit = false;
+static bool callback_registered = false;
+
+/* ---- the enqueuing backend ---- */
+
+static void
+WakeAtCommit(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wake_at_commit)
+		WakeSyncWorker();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_at_commit = false;
+}
+
+PG_FUNCTION_INFO_V1(interop_wake_sync_worker);
+/* interop_wake_sync_worker - wake the sync worker when this transaction commits */
+Datum
+interop_wake_sync_worker(PG_FUNCTION_ARGS)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(WakeAtCommit, NULL);
+		callback_registered = true;
+	}
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(interop_result_rows);
+/*
+ * interop_result_rows - the rows of a stored answer (verified when it
+ * arrived), one jsonb object each
+ */
+Datum
+interop_result_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *jws = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *dot1 = strchr(jws, '.');
+	char	   *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+	size_t		len;
+	char	   *raw;
+	Jsonb	   *payload;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	raw = dot2 ? (char *) Base64UrlDecode(dot1 + 1, dot2 - dot1 - 1, &len) : NULL;
+	if (raw == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the stored answer is not a JWS")));
+	payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												 CStringGetDatum(pg_any_to_server(raw, len, PG_UTF8))));
+	RowsToTuplestore(payload, rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
+}
+
+/* ---- the sync worker's transfers ---- */
+
+/* AsyncVerifyPeer - trust, then the leaf must name the transfer's provider */
+static int
+AsyncVerifyPeer(int ok, X509_STORE_CTX *ctx)
+{
+	ok = TrustVerifyCallback(ok, ctx);
+	if (ok && X509_STORE_CTX_get_error_depth(ctx) == 0)
+	{
+		SSL		   *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+		Transfer   *t = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index) : NULL;
+		X509_NAME  *name = X509_get_subject_name(X509_STORE_CTX_get_current_cert(ctx));
+		char		cn[256] = "";
+
+		if (t == NULL)
+			return 0;
+		X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof(cn));
+		strlcpy(t->presented, cn, sizeof(t->presented));
+		if (strcmp(cn, t->provider) != 0)
+		{
+			t->mismatch = true;
+			X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+			return 0;
+		}
+	}
+	return ok;
+}
+
+/* AsyncSslCtx - libcurl's SSL_CTX callback for a transfer */
+static CURLcode
+AsyncSslCtx(CURL *curl, void *sslctx, void *parm)
+{
+	if (!ClientTlsSetup(sslctx, AsyncVerifyPeer) ||
+		!SSL_CTX_set_ex_data(sslctx, ctx_index, parm))
+		return CURLE_SSL_CERTPROBLEM;
+	return CURLE_OK;
+}
+
+/* ResetTransfers - drop the handles and their connections (none in flight) */
+static void
+ResetTransfers(void)
+{
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+	{
+		if (transfers[i].easy)
+			curl_easy_cleanup(transfers[i].easy);
+		transfers[i].easy = NULL;
+	}
+	if (amulti)
+		curl_multi_cleanup(amulti);
+	amulti = NULL;
+}
+
+/* PrepareTransfers - the multi handle and one easy handle per slot */
+static void
+PrepareTransfers(void)
+{
+	if (amulti != NULL && handles_generation != interop_identity_generation)
+	{
+		bool		idle = true;
+
+		for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+			idle &= !transfers[i].busy;
+		if (idle)
+			ResetTransfers();
+	}
+	if (amulti != NULL)
+		return;
+	if (ctx_index < 0)
+		ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+		elog(ERROR, "could not initialise libcurl");
+	amulti = curl_multi_init();
+	if (amulti == NULL)
+		elog(ERROR, "could not create a libcurl multi handle");
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+	{
+		transfers[i].easy = curl_easy_init();
+		if (transfers[i].easy == NULL)
+			elog(ERROR, "could not create a libcurl handle");
+		ConfigureEasy(transfers[i].easy, AsyncSslCtx, &transfers[i]);
+	}
+	handles_generation = interop_identity_generation;
+}
+
+/* StartTransfer - send a stored request */
+static void
+StartTransfer(Transfer *t)
+{
+	t->got.data = NULL;
+	t->got.len = t->got.cap = 0;
+	t->got.too_large = false;
+	t->errbuf[0] = '\0';
+	t->presented[0] = '\0';
+	t->mismatch = false;
+	t->finished = false;
+	t->rc = CURLE_OK;
+	t->started = GetCurrentTimestamp();
+	t->headers = curl_slist_append(NULL, "Accept: application/jose");
+	t->headers = curl_slist_append(t->headers, "Content-Type: application/jose");
+	t->headers = curl_slist_append(t->headers, "Expect:");
+	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, &t->got);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) interop_request_timeout);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(interop_request_timeout, 10000));
+	curl_easy_setopt(t->easy, CURLOPT_FRESH_CONNECT, ReuseAllowed(t->url, t->provider) ? 0L : 1L);
+	curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->request));
+	if (curl_multi_add_handle(amulti, t->easy) != CURLM_OK)
+		elog(ERROR, "could not start a libcurl transfer");
+	t->busy = true;
+}
+
+/* EndTransfer - free what a transfer held */
+static void
+EndTransfer(Transfer *t)
+{
+	curl_multi_remove_handle(amulti, t->easy);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
+	curl_slist_free_all(t->headers);
+	t->headers = NULL;
+	free(t->got.data);
+	t->got.data = NULL;
+	MemoryContextDelete(t->cxt);
+	t->cxt = NULL;
+	t->busy = false;
+	t->finished = false;
+}
+
+/* the outcome of an attempt */
+typedef struct Outcome
+{
+	const char *state;			/* done, failed, or pending (retry) */
+	long		status;
+	const char *error_code;
+	char	   *message;
+	char	   *response;		/* the answer JWS, when there is one */
+	char	   *subject;
+	int			row_count;
+} Outcome;
+
+/* Retryable - 429, 5xx and no answer at all are worth another attempt */
+static bool
+Retryable(long status)
+{
+	return status == 0 || status == 429 || status >= 500;
+}
+
+/* Judge - verify the answer of a finished transfer (may raise an ERROR) */
+static void
+Judge(Transfer *t, Outcome *o)
+{
+	char	   *ctype = NULL;
+	Jsonb	   *payload;
+	char	   *code;
+	char	   *message;
+
+	memset(o, 0, sizeof(*o));
+	o->row_count = -1;
+	if (t->rc != CURLE_OK)
+	{
+		ReuseAllowed(t->url, "");
+		o->state = "pending";
+		o->error_code = t->mismatch ? "IX006" : "08006";
+		o->message = t->mismatch ?
+			psprintf("peer at %s is not %s: its TLS certificate names \"%s\"", t->url, t->provider, t->presented) :
+			psprintf("could not reach peer %s: %s", t->provider, t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc));
+		return;
+	}
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &o->status);
+	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	if (ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
+	{
+		o->state = Retryable(o->status) ? "pending" : "failed";
+		o->error_code = "IX011";
+		o->message = psprintf("peer %s answered HTTP %ld without a signed body", t->provider, o->status);
+		return;
+	}
+	o->response = pnstrdup(t->got.data ? t->got.data : "", t->got.len);
+	payload = CheckResponse(o->response, t->got.len, t->provider, t->jti, t->req_hash, &code, &message);
+	if (code != NULL)
+	{
+		o->state = Retryable(o->status) ? "pending" : "failed";
+		o->error_code = psprintf("IX%03ld", o->status >= 400 && o->status <= 599 ? o->status : 500);
+		o->message = psprintf("peer %s refused the request for service \"%s\": %s: %s",
+							  t->provider, t->service, code, message);
+		return;
+	}
+	if (o->status != 200)
+	{
+		o->state = "failed";
+		o->error_code = "IX011";
+		o->message = psprintf("peer %s answered HTTP %ld without an error claim", t->provider, o->status);
+		return;
+	}
+	{
+		JsonbValue	k;
+		JsonbValue *v;
+
+		k.type = jbvString;
+		k.val.string.val = "rows";
+		k.val.string.len = 4;
+		v = findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &k);
+		o->row_count = (v && v->type == jbvBinary) ? JsonContainerSize(v->val.binary.data) : 0;
+		k.val.string.val = "sub";
+		k.val.string.len = 3;
+		v = findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &k);
+		if (v && v->type == jbvString)
+			o->subject = pnstrdup(v->val.string.val, v->val.string.len);
+	}
+	o->state = "done";
+}
+
+/* Record - store the outcome of an attempt and log it; in a transaction */
+static void
+Record(Transfer *t, Outcome *o)
+{
+	Datum		values[8];
+	char		nulls[9] = "        ";
+	Oid			types[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID};
+	ExchangeLog l;
+	bool		isnull;
+	char	   *state;
+
+	values[0] = Int64GetDatum(t->id);
+	values[1] = CStringGetTextDatum(o->state);
+	values[2] = Int32GetDatum((int32) o->status);
+	values[3] = o->error_code ? CStringGetTextDatum(o->error_code) : (Datum) 0;
+	nulls[3] = o->error_code ? ' ' : 'n';
+	values[4] = o->message ? CStringGetTextDatum(o->message) : (Datum) 0;
+	nulls[4] = o->message ? ' ' : 'n';
+	values[5] = (o->response && strcmp(o->state, "done") == 0) ? CStringGetTextDatum(o->response) : (Datum) 0;
+	nulls[5] = (o->response && strcmp(o->state, "done") == 0) ? ' ' : 'n';
+	values[6] = Int32GetDatum(o->row_count);
+	nulls[6] = o->row_count >= 0 ? ' ' : 'n';
+	values[7] = Int32GetDatum(interop_max_attempts);
+	if (SPI_execute_with_args(
+							  "UPDATE interop.async_request SET attempts = attempts + 1, http_status = $3, "
+							  "error_code = $4, last_error = $5, response = $6, row_count = $7, "
+							  "state = CASE WHEN $2 = 'pending' AND attempts + 1 >= $8 THEN 'failed' ELSE $2 END, "
+							  "next_attempt = pg_catalog.clock_timestamp() + "
+							  "  least(60, 0.5 * 2 ^ least(attempts, 10)) * interval '1 second', "
+							  "completed_at = CASE WHEN $2 = 'pending' AND attempts + 1 < $8 THEN NULL "
+							  "  ELSE pg_catalog.clock_timestamp() END "
+							  "WHERE id = $1 RETURNING state",
+							  8, types, values, nulls, false, 1) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not update asynchronous request " INT64_FORMAT, t->id);
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	(void) isnull;
+
+	memset(&l, 0, sizeof(l));
+	l.direction = "out";
+	l.peer = t->provider;
+	l.service = t->service;
+	l.purpose = t->purpose;
+	l.subject = o->subject;
+	l.jti = t->jti;
+	l.request_hash = t->req_hash;
+	l.request = t->request;
+	l.response = o->response;
+	l.status = (int) o->status;
+	l.error_code = o->error_code;
+	l.error_message = o->message;
+	l.row_count = o->row_count;
+	l.duration_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+	l.replay_of = 0;
+	LogExchange(&l);
+
+	if (strcmp(state, "pending") != 0)
+	{
+		Oid			argtype = TEXTOID;
+		Datum		arg = CStringGetTextDatum(psprintf(INT64_FORMAT, t->id));
+
+		if (SPI_execute_with_args("SELECT pg_catalog.pg_notify('interop_async', $1)", 1, &argtype, &arg,
+								  NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not notify interop_async");
+	}
+}
+
+/* JudgeAndRecord - one finished transfer, in a subtransaction of its own */
+static void
+JudgeAndRecord(Transfer *t)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Outcome		o;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		Judge(t, &o);
+		Record(t, &o);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+
+		/* the answer did not verify: that does not get better by asking again */
+		memset(&o, 0, sizeof(o));
+		o.state = "failed";
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &o.status);
+		o.error_code = unpack_sql_state(edata->sqlerrcode);
+		o.message = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
+		o.row_count = -1;
+		Record(t, &o);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/* Harvest - store the outcomes of the finished transfers; how many */
+static int
+Harvest(void)
+{
+	CURLMsg    *msg;
+	int			left;
+	int			n = 0;
+
+	while ((msg = curl_multi_info_read(amulti, &left)) != NULL)
+	{
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+			if (transfers[i].busy && transfers[i].easy == msg->easy_handle)
+			{
+				transfers[i].finished = true;
+				transfers[i].rc = msg->data.result;
+				n++;
+			}
+	}
+	if (n == 0)
+		return 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+		if (transfers[i].busy && transfers[i].finished)
+		{
+			MemoryContext old = MemoryContextSwitchTo(transfers[i].cxt);
+
+			JudgeAndRecord(&transfers[i]);
+			MemoryContextSwitchTo(old);
+		}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	/* only now, with every outcome committed */
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+		if (transfers[i].busy && transfers[i].finished)
+			EndTransfer(&transfers[i]);
+	return n;
+}
+
+/*
+ * StartDue - start the due requests, as many as there are free slots.
+ * Requests without a stored request are signed and stored first, and that
+ * is committed before anything is sent.  Returns how many started.
+ */
+static int
+StartDue(void)
+{
+	int			nfree = 0;
+	Datum	   *busy_ids;
+	int			nbusy = 0;
+	Datum		values[2];
+	Oid			types[2] = {INT8ARRAYOID, INT4OID};
+	int			started = 0;
+	uint64		nrows;
+	SPITupleTable *tt;
+
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+		if (!transfers[i].busy)
+			nfree++;
+	if (nfree == 0)
+		return 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	busy_ids = palloc(sizeof(Datum) * ASYNC_CONCURRENCY);
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+		if (transfers[i].busy)
+			busy_ids[nbusy++] = Int64GetDatum(transfers[i].id);
+	values[0] = PointerGetDatum(construct_array(busy_ids, nbusy, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = Int32GetDatum(nfree);
+	if (SPI_execute_with_args("SELECT a.id, a.provider::text, a.service, a.purpose, a.params::text, a.jti::text, "
+							  "a.request, a.attempts, p.base_url "
+							  "FROM interop.async_request a LEFT JOIN interop.peer p ON p.member_id = a.provider "
+							  "WHERE a.state = 'pending' AND a.next_attempt <= pg_catalog.clock_timestamp() "
+							  "AND a.id <> ALL ($1) ORDER BY a.next_attempt, a.id LIMIT $2",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.async_request");
+	nrows = SPI_processed;
+	tt = SPI_tuptable;
+	if (nrows > 0)
+		LoadClientIdentity();
+
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		TupleDesc	desc = tt->tupdesc;
+		bool		isnull;
+		Transfer   *t = NULL;
+		MemoryContext old;
+		char	   *base_url = SPI_getvalue(tup, desc, 9);
+
+		for (int i = 0; i < ASYNC_CONCURRENCY && t == NULL; i++)
+			if (!transfers[i].busy && transfers[i].cxt == NULL)
+				t = &transfers[i];
+		if (t == NULL)
+			break;
+		t->cxt = AllocSetContextCreate(TopMemoryContext, "interop async transfer", ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(t->cxt);
+		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		t->provider = SPI_getvalue(tup, desc, 2);
+		t->service = SPI_getvalue(tup, desc, 3);
+		t->purpose = SPI_getvalue(tup, desc, 4);
+		t->jti = SPI_getvalue(tup, desc, 6);
+		t->request = SPI_getvalue(tup, desc, 7);
+		t->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		t->url = base_url ? psprintf("%s/v1/query", base_url) : NULL;
+		if (t->url == NULL)
+		{
+			/* the peer was removed since: nothing to send it to */
+			Outcome		o;
+
+			memset(&o, 0, sizeof(o));
+			o.state = "failed";
+			o.error_code = "42704";
+			o.message = psprintf("peer \"%s\" is not known", t->provider);
+			o.row_count = -1;
+			t->started = GetCurrentTimestamp();
+			MemoryContextSwitchTo(old);
+			Record(t, &o);
+			MemoryContextDelete(t->cxt);
+			t->cxt = NULL;
+			continue;
+		}
+		if (t->request == NULL && t->url != NULL)
+		{
+			char	   *claims = BuildRequest(t->provider, t->service, SPI_getvalue(tup, desc, 5),
+											  t->purpose, t->jti, ASYNC_LIFETIME);
+			Datum		args[2];
+			Oid			argtypes[2] = {INT8OID, TEXTOID};
+
+			t->request = JwsSignJson(claims, strlen(claims));
+			args[0] = Int64GetDatum(t->id);
+			args[1] = CStringGetTextDatum(t->request);
+			MemoryContextSwitchTo(old);
+			if (SPI_execute_with_args("UPDATE interop.async_request SET request = $2 WHERE id = $1",
+									  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not store the request of " INT64_FORMAT, t->id);
+			MemoryContextSwitchTo(t->cxt);
+		}
+		if (t->request)
+			t->req_hash = RequestHash(t->request, strlen(t->request));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	/* the requests are stored: send them */
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+	{
+		Transfer   *t = &transfers[i];
+
+		if (t->busy || t->cxt == NULL)
+			continue;
+		StartTransfer(t);
+		started++;
+	}
+	return started;
+}
+
+/*
+ * AsyncWorkerRound - one round of deliveries; lowers *timeout (ms, -1:
+ * none) to when the worker should look again.
+ */
+void
+AsyncWorkerRound(long *timeout)
+{
+	int			running = 0;
+	int			active = 0;
+
+	PrepareTransfers();
+	curl_multi_perform(amulti, &running);
+	Harvest();
+	if (StartDue() > 0)
+		curl_multi_perform(amulti, &running);
+
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+		if (transfers[i].busy)
+			active++;
+	if (active > 0)
+	{
+		/* transfers in flight: let libcurl wait on its sockets for a while */
+		curl_multi_poll(amulti, NULL, 0, 10, NULL);
+		*timeout = 0;
+		return;
+	}
+
+	/* nothing in flight: sleep until the next retry is due */
+	{
+		bool		isnull;
+		int64		ms;
+		Datum		d;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute("SELECT (extract(epoch FROM min(next_attempt) - pg_catalog.clock_timestamp()) * 1000)::bigint "
+						"FROM interop.async_request WHERE state = 'pending'", true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read interop.async_request");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		ms = isnull ? -1 : Max(1, DatumGetInt64(d));
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (ms >= 0 && (*timeout < 0 || ms < *timeout))
+			*timeout = (long) Min(ms, 60000);
+	}
+}
+
+/*
+ * AsyncWorkerReset - after an ERROR in a round: drop every transfer and
+ * handle.  The requests stay pending in the table and are sent again, as
+ * the same bytes.
+ */
+void
+AsyncWorkerReset(void)
+{
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+	{
+		Transfer   *t = &transfers[i];
+
+		if (t->busy && amulti != NULL)
+			curl_multi_remove_handle(amulti, t->easy);
+		curl_slist_free_all(t->headers);
+		t->headers = NULL;
+		free(t->got.data);
+		t->got.data = NULL;
+		if (t->cxt)
+			MemoryContextDelete(t->cxt);
+		t->cxt = NULL;
+		t->busy = t->finished = false;
+	}
+	ResetTransfers();
+}

@@ -1,0 +1,120 @@
+# 005_async.pl: asynchronous queries delivered by the sync worker.  Proves:
+#  - query_async() queues in the caller's transaction (a rollback sends
+#    nothing) and wait()/result() give the verified rows; completion is
+#    NOTIFYed on interop_async;
+#  - a refusal fails at once (no retry) and result() raises its SQLSTATE;
+#  - a provider down during a load: requests wait with backoff and are all
+#    delivered when it is back, each exactly once at the provider;
+#  - kill -9 of the sync worker in the middle of a load: every request
+#    still gets exactly one result, and the provider runs each at most once.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use InteropTest;
+
+my $ca = federation_ca(PostgreSQL::Test::Utils::tempdir());
+my $POP = 'MN/GOV/1000001/population';
+my $TAX = 'MN/GOV/2000002/tax';
+my $pop = new_node('population', $POP, $ca);
+my $tax = new_node('tax', $TAX, $ca, 'interop.gateway_workers' => 0, 'restart_after_crash' => 'on',
+	'interop.seal_interval' => 0);
+
+$pop->safe_psql('postgres', qq{
+	CREATE TABLE person (id text PRIMARY KEY, name text);
+	INSERT INTO person SELECT 'P' || i, 'Person ' || i FROM generate_series(1, 1000) i;
+	SELECT interop.publish('person', 'person', filter_columns => '{id}', subject_column => 'id');
+	SELECT interop.grant_access('person', '$TAX', purposes => '{tax assessment}');
+});
+$tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', '@{[gateway_url($pop)]}')");
+ok(wait_for_gateway($pop, "$ca/fedroot/ca.crt", $tax), 'the provider gateway is up');
+
+# ---- the happy path ----
+
+my $id = $tax->safe_psql('postgres',
+	qq{SELECT interop.query_async('$POP', 'person', '{"id":"P7"}', 'tax assessment')});
+is($tax->safe_psql('postgres', "SELECT interop.wait($id)"), 'done', 'wait() returns once the request is done');
+is($tax->safe_psql('postgres', "SELECT r->>'name' FROM interop.result($id) r"), 'Person 7', 'result() gives the row');
+is($tax->safe_psql('postgres', qq{
+	SELECT a.attempts, m.status, m.row_count, m.jti = a.jti
+	FROM interop.async_request a JOIN interop.message_log m ON m.jti = a.jti WHERE a.id = $id}),
+	'1|200|1|t', 'one attempt, logged by the consumer with the request\'s jti');
+
+my $before = $pop->safe_psql('postgres', q{SELECT count(*) FROM interop.message_log});
+$tax->safe_psql('postgres', qq{BEGIN;
+	SELECT interop.query_async('$POP', 'person', '{"id":"P8"}', 'tax assessment');
+	ROLLBACK;});
+sleep(1);
+is($pop->safe_psql('postgres', q{SELECT count(*) FROM interop.message_log}), $before,
+	'a request queued in a transaction that rolls back is never sent');
+
+my $listener = $tax->background_psql('postgres');
+$listener->query_safe('LISTEN interop_async');
+$id = $tax->safe_psql('postgres', qq{SELECT interop.query_async('$POP', 'person', '{"id":"P9"}', 'tax assessment')});
+$tax->safe_psql('postgres', "SELECT interop.wait($id)");
+my $heard = $listener->query_safe('SELECT 1');
+like($listener->{stderr} . $heard, qr/notification "interop_async" with payload "$id"/,
+	'completion is NOTIFYed on interop_async with the id');
+$listener->quit;
+
+# ---- refusals and errors ----
+
+$id = $tax->safe_psql('postgres', qq{SELECT interop.query_async('$POP', 'person', '{"id":"P1"}', 'marketing')});
+is($tax->safe_psql('postgres', "SELECT interop.wait($id)"), 'failed', 'a refusal fails the request');
+is($tax->safe_psql('postgres', "SELECT attempts, http_status, error_code FROM interop.async_request WHERE id = $id"),
+	'1|403|IX403', 'at once, without retrying');
+my ($ret, $out, $err) = $tax->psql('postgres', "SELECT * FROM interop.result($id)", extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/IX403: asynchronous request $id failed: .*purpose_not_allowed/, 'result() raises the refusal with its SQLSTATE');
+($ret, $out, $err) = $tax->psql('postgres', "SELECT interop.query_async('MN/GOV/9/nobody', 'person')");
+like($err, qr/peer "MN\/GOV\/9\/nobody" is not known/, 'an unknown peer is refused when queued');
+($ret, $out, $err) = $tax->psql('postgres', "SELECT interop.result(999999)");
+like($err, qr/asynchronous request 999999 does not exist/, 'result() of an unknown id');
+
+# ---- a provider down during a load ----
+
+$pop->stop;
+$tax->safe_psql('postgres', qq{
+	SELECT interop.query_async('$POP', 'person', jsonb_build_object('id', 'P' || i), 'tax assessment')
+	FROM generate_series(101, 150) i});
+ok($tax->poll_query_until('postgres', q{
+	SELECT count(*) = 50 FROM interop.async_request
+	WHERE state = 'pending' AND attempts >= 2 AND error_code = '08006'}),
+	'with the provider down, requests stay pending and are retried');
+$pop->start;
+ok($tax->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM interop.async_request WHERE state = 'pending'}, 't'),
+	'when it is back, every request is delivered');
+is($tax->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE state = 'done' AND row_count = 1) FROM interop.async_request
+	WHERE substr(params->>'id', 2)::int BETWEEN 101 AND 150}), '50', 'all 50 done, one row each');
+is($pop->safe_psql('postgres', qq{
+	SELECT count(*), count(DISTINCT jti) FROM interop.message_log
+	WHERE direction = 'in' AND replay_of IS NULL AND substr(subject, 2)::int BETWEEN 101 AND 150}),
+	'50|50', 'the provider ran each exactly once');
+
+# ---- kill -9 of the sync worker in the middle of a load ----
+
+$tax->safe_psql('postgres', qq{
+	SELECT interop.query_async('$POP', 'person', jsonb_build_object('id', 'P' || i), 'tax assessment')
+	FROM generate_series(201, 1000) i});
+$tax->poll_query_until('postgres', q{
+	SELECT count(*) > 20 FROM interop.async_request WHERE state = 'done' AND substr(params->>'id', 2)::int >= 201});
+my ($pending, $sync) = split /\|/, $tax->safe_psql('postgres', q{
+	SELECT (SELECT count(*) FROM interop.async_request WHERE state = 'pending'),
+	       (SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop sync')});
+kill 'KILL', $sync;
+cmp_ok($pending, '>', 0, "the sync worker is killed with $pending requests still pending");
+ok($tax->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM interop.async_request WHERE state = 'pending'}, 't'),
+	'after kill -9 of the sync worker mid-load, the restarted worker finishes the load');
+is($tax->safe_psql('postgres', q{
+	SELECT count(*), count(*) FILTER (WHERE state = 'done' AND row_count = 1)
+	FROM interop.async_request WHERE substr(params->>'id', 2)::int BETWEEN 201 AND 1000}), '800|800',
+	'every request has exactly one result');
+is($pop->safe_psql('postgres', qq{
+	SELECT count(*) = count(DISTINCT jti) AND count(*) = 800 FROM interop.message_log
+	WHERE direction = 'in' AND replay_of IS NULL AND status = 200 AND substr(subject, 2)::int BETWEEN 201 AND 1000}),
+	't', 'and the provider ran each exactly once (a resent request is answered from its log)');
+
+done_testing();
