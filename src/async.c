@@ -408,6 +408,7 @@ Record(Transfer *t, Outcome *o)
 	l.duration_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
 	l.replay_of = 0;
 	LogExchange(&l);
+	CountExchange('p', t->provider, (int) o->status, l.duration_ms, o->message);
 
 	if (strcmp(state, "pending") != 0)
 	{

@@ -676,6 +676,7 @@ interop_query(PG_FUNCTION_ARGS)
 		FlushErrorState();
 		CallLog(c, &log, unpack_sql_state(edata->sqlerrcode),
 				edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message);
+		CountExchange('p', c->provider, log.status, log.duration_ms, log.error_message);
 		LogExchangeAutonomously(&log);
 		ReThrowError(edata);
 	}
@@ -683,6 +684,7 @@ interop_query(PG_FUNCTION_ARGS)
 
 	/* before SPI_finish: the call's strings live in SPI's memory */
 	CallLog(c, &log, NULL, NULL);
+	CountExchange('p', c->provider, log.status, log.duration_ms, NULL);
 	(void) LogExchangeDurably(&log);
 	SPI_finish();
 	return (Datum) 0;

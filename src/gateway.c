@@ -789,6 +789,59 @@ HandleHealth(Exchange *x, MemoryContext cxt)
 	x->answer.len = buf.len;
 }
 
+/* Loopback - whether the client address ("host:port") is a loopback one */
+static bool
+Loopback(const char *client)
+{
+	return client != NULL && (strncmp(client, "127.", 4) == 0 || strncmp(client, "::1:", 4) == 0);
+}
+
+/*
+ * HandleMetrics - GET /metrics: the counters in Prometheus text format,
+ * and the asynchronous queue by state.  Served to loopback clients only:
+ * traffic by service is not for other members to read.
+ */
+static void
+HandleMetrics(Exchange *x, MemoryContext cxt)
+{
+	char	   *volatile extra = NULL;
+
+	if (!Loopback(x->client))
+	{
+		PlainAnswer(&x->answer, 403, "access_denied", "/metrics is served to loopback clients only");
+		return;
+	}
+	PG_TRY();
+	{
+		StringInfoData buf;
+
+		BeginRequest(cxt);
+		initStringInfo(&buf);
+		appendStringInfoString(&buf,
+							   "# HELP interop_async_requests Asynchronous queries by state.\n"
+							   "# TYPE interop_async_requests gauge\n");
+		if (SPI_execute("SELECT s, count(a.id) FROM unnest(ARRAY['pending', 'done', 'failed']) s "
+						"LEFT JOIN interop.async_request a ON a.state = s GROUP BY s ORDER BY s", true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read interop.async_request");
+		for (uint64 i = 0; i < SPI_processed; i++)
+			appendStringInfo(&buf, "interop_async_requests{state=\"%s\"} %s\n",
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+		extra = MemoryContextStrdup(cxt, buf.data);
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		(void) AbortRequest(cxt);	/* the counters still go out */
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	x->answer.status = 200;
+	x->answer.content_type = "text/plain; version=0.0.4";
+	x->answer.body = MetricsText(extra);
+	x->answer.len = strlen(x->answer.body);
+}
+
 /* the OpenAPI 3 description of the endpoints */
 static const char openapi_json[] =
 "{\"openapi\":\"3.0.3\","
@@ -812,7 +865,8 @@ static const char openapi_json[] =
 "\"401\":{\"description\":\"client_certificate_required\"}}}},"
 "\"/v1/health\":{\"get\":{\"summary\":\"Liveness\",\"responses\":{\"200\":{\"description\":\"status, member, version\","
 "\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"},\"member\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"}}}}}}}}},"
-"\"/v1/openapi.json\":{\"get\":{\"summary\":\"This document\",\"responses\":{\"200\":{\"description\":\"OpenAPI 3\"}}}}"
+"\"/v1/openapi.json\":{\"get\":{\"summary\":\"This document\",\"responses\":{\"200\":{\"description\":\"OpenAPI 3\"}}}},"
+"\"/metrics\":{\"get\":{\"summary\":\"Counters in Prometheus text format (loopback clients only)\",\"responses\":{\"200\":{\"description\":\"text/plain; version=0.0.4\"},\"403\":{\"description\":\"not a loopback client\"}}}}"
 "}}";
 
 /* HandleRequest - evhttp's callback for every request: route, answer */
@@ -864,9 +918,24 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 			x.answer.len = sizeof(openapi_json) - 1;
 		}
 	}
+	else if (strcmp(path, "/metrics") == 0)
+	{
+		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
+			PlainAnswer(&x.answer, 405, "method_not_allowed", "/metrics takes GET");
+		else
+			HandleMetrics(&x, cxt);
+	}
 	else
 		PlainAnswer(&x.answer, 404, "not_found", psprintf("no endpoint %s; see /v1/openapi.json", path));
 
+	/* count it: a query by its service once verified, the rest by endpoint */
+	CountExchange('g',
+				  path == NULL ? "(other)" :
+				  strcmp(path, "/v1/query") == 0 ? (x.req.svc ? x.req.svc : "(unverified)") :
+				  (strcmp(path, "/v1/catalog") == 0 || strcmp(path, "/v1/health") == 0 ||
+				   strcmp(path, "/v1/openapi.json") == 0 || strcmp(path, "/metrics") == 0) ? path : "(other)",
+				  x.answer.status, (double) (GetCurrentTimestamp() - x.started) / 1000.0,
+				  x.answer.status >= 400 ? x.log.error_code : NULL);
 	Send(hreq, &x.answer);
 	in_request = false;
 	QueryCancelPending = false;

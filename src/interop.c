@@ -179,6 +179,7 @@ InteropShmemRequest(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(LogQueueShmemSize());
+	RequestAddinShmemSpace(InteropStatsShmemSize());
 }
 
 /* InteropShmemStartup - create or attach the log writer's queue */
@@ -188,6 +189,7 @@ InteropShmemStartup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LogQueueShmemInit();
+	InteropStatsShmemInit();
 }
 
 /* _PG_init - define GUCs and hook the caches to invalidation */

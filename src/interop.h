@@ -225,6 +225,12 @@ extern void AsyncWorkerReset(void);
 extern void WakeSyncWorker(void);
 extern void SetSyncLatch(Latch *latch);
 
+/* in stats.c */
+extern Size InteropStatsShmemSize(void);
+extern void InteropStatsShmemInit(void);
+extern void CountExchange(char kind, const char *name, int status, double ms, const char *error);
+extern char *MetricsText(const char *extra);
+
 /* in sync.c */
 extern int	interop_seal_interval;
 extern void RegisterSyncWorker(void);

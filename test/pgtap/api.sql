@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(90);
+SELECT plan(92);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -81,6 +81,8 @@ SELECT function_privs_are('interop', 'query_async', ARRAY['interop.member_id', '
 SELECT function_privs_are('interop', 'result', ARRAY['bigint'], 'interop_user', ARRAY['EXECUTE']);
 SELECT function_privs_are('interop', 'result_rows', ARRAY['text'], 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'async_request', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'stat_gateway', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'stat_peer', 'interop_user', ARRAY[]::text[]);
 SELECT has_trigger('interop', 'message_log', 'message_log_append_only', 'interop.message_log has its append-only trigger');
 SELECT has_trigger('interop', 'consent_log', 'consent_log_append_only', 'interop.consent_log has its append-only trigger');
 SELECT has_trigger('interop', 'log_seal', 'log_seal_append_only', 'interop.log_seal has its append-only trigger');

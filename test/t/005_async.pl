@@ -6,7 +6,8 @@
 #  - a provider down during a load: requests wait with backoff and are all
 #    delivered when it is back, each exactly once at the provider;
 #  - kill -9 of the sync worker in the middle of a load: every request
-#    still gets exactly one result, and the provider runs each at most once.
+#    still gets exactly one result, and the provider runs each at most once;
+#  - the counters: interop.stat_gateway, interop.stat_peer and GET /metrics.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -116,5 +117,33 @@ is($pop->safe_psql('postgres', qq{
 	SELECT count(*) = count(DISTINCT jti) AND count(*) = 800 FROM interop.message_log
 	WHERE direction = 'in' AND replay_of IS NULL AND status = 200 AND substr(subject, 2)::int BETWEEN 201 AND 1000}),
 	't', 'and the provider ran each exactly once (a resent request is answered from its log)');
+
+# ---- metrics ----
+
+# counters start with the server: make a refusal and a failed call now
+$tax->psql('postgres', qq{SELECT * FROM interop.query('$POP', 'person', '{"id":"P1"}', 'marketing')});
+$tax->safe_psql('postgres', q{SELECT interop.add_peer('MN/GOV/9000009/down', 'https://127.0.0.1:1')});
+$tax->psql('postgres', q{SELECT * FROM interop.query('MN/GOV/9000009/down', 'person')});
+
+like($pop->safe_psql('postgres', q{
+	SELECT requests FROM interop.stat_gateway WHERE service = 'person' AND status = 200}),
+	qr/^\d{3,}$/, 'stat_gateway counts the provider\'s answers by service and status');
+is($pop->safe_psql('postgres', q{
+	SELECT requests FROM interop.stat_gateway WHERE service = 'person' AND status = 403}),
+	'1', 'and its refusals');
+like($tax->safe_psql('postgres', qq{
+	SELECT calls, last_error LIKE 'could not reach peer%' FROM interop.stat_peer WHERE peer = 'MN/GOV/9000009/down' AND status = 0}),
+	qr/^\d+\|t$/, 'stat_peer counts the calls that got no answer, with the last error');
+like($tax->safe_psql('postgres', qq{
+	SELECT calls FROM interop.stat_peer WHERE peer = '$POP' AND status = 200}),
+	qr/^\d{3,}$/, 'and the answered ones');
+my ($code, $body) = curl_gateway($pop, '/metrics', as => $tax);
+is($code, '200', 'GET /metrics answers a loopback client');
+like($body, qr/^interop_gateway_requests_total\{service="person",status="200"\} \d+$/m,
+	'with requests by service and status in Prometheus text format');
+like($body, qr/^interop_gateway_request_duration_seconds_bucket\{le="\+Inf"\} \d+$/m, 'a latency histogram');
+like($body, qr/^interop_async_requests\{state="pending"\} 0$/m, 'and the async queue by state');
+($code, $body) = curl_gateway($pop, '/metrics', as => $tax, method => 'POST', body => 'x');
+is($code, '405', 'POST /metrics is refused');
 
 done_testing();
