@@ -50,10 +50,12 @@
 #define ASYNC_LIFETIME 3600		/* seconds: the protocol's longest */
 
 int			interop_max_attempts = 20;
+int			interop_sync_interval = 300000;
 
 /* one transfer in flight */
 typedef struct Transfer
 {
+	char		kind;			/* 'q': an asynchronous query; 'c': a catalog refresh */
 	bool		busy;
 	bool		finished;
 	CURL	   *easy;
@@ -74,6 +76,8 @@ typedef struct Transfer
 	bool		mismatch;
 	CURLcode	rc;
 	TimestampTz started;
+	char	   *etag_sent;		/* catalog: the ETag we have, sent as If-None-Match */
+	char		etag_got[128];	/* catalog: the answer's ETag */
 } Transfer;
 
 static Transfer transfers[ASYNC_CONCURRENCY];
@@ -222,7 +226,32 @@ PrepareTransfers(void)
 	handles_generation = interop_identity_generation;
 }
 
-/* StartTransfer - send a stored request */
+/* CatchEtag - libcurl header callback: keep the ETag */
+static size_t
+CatchEtag(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	Transfer   *t = userdata;
+	size_t		n = size * nitems;
+
+	if (n > 5 && pg_strncasecmp(buffer, "ETag:", 5) == 0)
+	{
+		size_t		start = 5;
+		size_t		end = n;
+
+		while (start < end && (buffer[start] == ' ' || buffer[start] == '\t'))
+			start++;
+		while (end > start && (buffer[end - 1] == '\r' || buffer[end - 1] == '\n' || buffer[end - 1] == ' '))
+			end--;
+		if (end - start < sizeof(t->etag_got))
+		{
+			memcpy(t->etag_got, buffer + start, end - start);
+			t->etag_got[end - start] = '\0';
+		}
+	}
+	return n;
+}
+
+/* StartTransfer - send a stored request, or ask for a catalog */
 static void
 StartTransfer(Transfer *t)
 {
@@ -235,9 +264,13 @@ StartTransfer(Transfer *t)
 	t->finished = false;
 	t->rc = CURLE_OK;
 	t->started = GetCurrentTimestamp();
+	t->etag_got[0] = '\0';
 	t->headers = curl_slist_append(NULL, "Accept: application/jose");
-	t->headers = curl_slist_append(t->headers, "Content-Type: application/jose");
 	t->headers = curl_slist_append(t->headers, "Expect:");
+	if (t->kind == 'q')
+		t->headers = curl_slist_append(t->headers, "Content-Type: application/jose");
+	else if (t->etag_sent)
+		t->headers = curl_slist_append(t->headers, psprintf("If-None-Match: %s", t->etag_sent));
 	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
 	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
 	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
@@ -245,9 +278,16 @@ StartTransfer(Transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) interop_request_timeout);
 	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(interop_request_timeout, 10000));
 	curl_easy_setopt(t->easy, CURLOPT_FRESH_CONNECT, ReuseAllowed(t->url, t->provider) ? 0L : 1L);
-	curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request);
-	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->request));
+	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, CatchEtag);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	if (t->kind == 'q')
+	{
+		curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->request));
+	}
+	else
+		curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L);
 	if (curl_multi_add_handle(amulti, t->easy) != CURLM_OK)
 		elog(ERROR, "could not start a libcurl transfer");
 	t->busy = true;
@@ -421,6 +461,107 @@ Record(Transfer *t, Outcome *o)
 	}
 }
 
+/*
+ * RecordCatalog - store a catalog refresh: new services (200, verified),
+ * unchanged (304), or a failure, after which the next check backs off
+ * (5 s, doubling, at most an hour).
+ */
+static void
+RecordCatalog(Transfer *t, long status, const char *services, const char *error)
+{
+	Datum		values[5];
+	char		nulls[6] = "     ";
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	int			ret;
+
+	values[0] = CStringGetTextDatum(t->provider);
+	values[1] = services ? CStringGetTextDatum(services) : (Datum) 0;
+	nulls[1] = services ? ' ' : 'n';
+	values[2] = t->etag_got[0] ? CStringGetTextDatum(t->etag_got) : (Datum) 0;
+	nulls[2] = t->etag_got[0] ? ' ' : 'n';
+	values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	nulls[3] = error ? ' ' : 'n';
+	values[4] = Int32GetDatum(interop_sync_interval);
+	if (error != NULL)
+		ret = SPI_execute_with_args("INSERT INTO interop.peer_catalog AS c (peer, checked_at, failures, last_error, next_check) "
+									"VALUES ($1::interop.member_id, pg_catalog.clock_timestamp(), 1, $4, "
+									"        pg_catalog.clock_timestamp() + interval '5 s') "
+									"ON CONFLICT (peer) DO UPDATE SET checked_at = excluded.checked_at, "
+									"  failures = c.failures + 1, last_error = excluded.last_error, "
+									"  next_check = pg_catalog.clock_timestamp() + "
+									"    least(3600, 5 * 2 ^ least(c.failures + 1, 12)) * interval '1 s'",
+									5, types, values, nulls, false, 0);
+	else if (status == 304)
+		ret = SPI_execute_with_args("UPDATE interop.peer_catalog SET checked_at = pg_catalog.clock_timestamp(), "
+									"failures = 0, last_error = NULL, "
+									"next_check = pg_catalog.clock_timestamp() + $5 * interval '1 ms' "
+									"WHERE peer = $1::interop.member_id AND $2 IS NULL AND $3 IS NOT NULL AND $4 IS NULL",
+									5, types, values, nulls, false, 0);
+	else
+		ret = SPI_execute_with_args("INSERT INTO interop.peer_catalog AS c (peer, services, etag, fetched_at, checked_at, "
+									"  failures, last_error, next_check) "
+									"VALUES ($1::interop.member_id, $2::jsonb, $3, pg_catalog.clock_timestamp(), "
+									"  pg_catalog.clock_timestamp(), 0, $4, pg_catalog.clock_timestamp() + $5 * interval '1 ms') "
+									"ON CONFLICT (peer) DO UPDATE SET services = excluded.services, etag = excluded.etag, "
+									"  fetched_at = excluded.fetched_at, checked_at = excluded.checked_at, failures = 0, "
+									"  last_error = NULL, next_check = excluded.next_check",
+									5, types, values, nulls, false, 0);
+	if (ret < 0)
+		elog(ERROR, "could not store the catalog of %s: %s", t->provider, SPI_result_code_string(ret));
+}
+
+/* JudgeCatalog - verify a catalog answer and store it (may raise an ERROR) */
+static void
+JudgeCatalog(Transfer *t)
+{
+	long		status = 0;
+	char	   *ctype = NULL;
+	const char *signer;
+	size_t		plen;
+	char	   *payload;
+	Jsonb	   *jb;
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (t->rc != CURLE_OK)
+	{
+		ReuseAllowed(t->url, "");
+		RecordCatalog(t, 0, NULL, t->mismatch ?
+					  psprintf("peer at %s is not %s: its TLS certificate names \"%s\"", t->url, t->provider, t->presented) :
+					  psprintf("could not reach peer %s: %s", t->provider, t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc)));
+		return;
+	}
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status == 304 && t->etag_sent)
+	{
+		RecordCatalog(t, 304, NULL, NULL);
+		return;
+	}
+	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	if (status != 200 || ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
+	{
+		RecordCatalog(t, status, NULL, psprintf("peer %s answered the catalog request with HTTP %ld", t->provider, status));
+		return;
+	}
+	payload = JwsVerifyCompact(t->got.data, t->got.len, NULL, &signer, &plen);
+	if (signer == NULL || strcmp(signer, t->provider) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("catalog is not signed by %s", t->provider),
+				 errdetail("It is signed by \"%s\".", signer ? signer : "(unknown)")));
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pg_any_to_server(payload, plen, PG_UTF8))));
+	k.type = jbvString;
+	k.val.string.val = "services";
+	k.val.string.len = 8;
+	v = JB_ROOT_IS_OBJECT(jb) ? findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k) : NULL;
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("invalid catalog from %s", t->provider),
+				 errdetail("The payload has no \"services\" array.")));
+	RecordCatalog(t, 200, JsonbToCString(NULL, v->val.binary.data, -1), NULL);
+}
+
 /* JudgeAndRecord - one finished transfer, in a subtransaction of its own */
 static void
 JudgeAndRecord(Transfer *t)
@@ -432,8 +573,13 @@ JudgeAndRecord(Transfer *t)
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		Judge(t, &o);
-		Record(t, &o);
+		if (t->kind == 'c')
+			JudgeCatalog(t);
+		else
+		{
+			Judge(t, &o);
+			Record(t, &o);
+		}
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -447,6 +593,13 @@ JudgeAndRecord(Transfer *t)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 
+		if (t->kind == 'c')
+		{
+			RecordCatalog(t, 0, NULL, edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message);
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			return;
+		}
 		/* the answer did not verify: that does not get better by asking again */
 		memset(&o, 0, sizeof(o));
 		o.state = "failed";
@@ -506,6 +659,68 @@ Harvest(void)
 		if (transfers[i].busy && transfers[i].finished)
 			EndTransfer(&transfers[i]);
 	return n;
+}
+
+/*
+ * StartCatalogs - claim free slots for the peers whose catalog is due: never
+ * fetched, or next_check passed.  In StartDue's transaction.
+ */
+static void
+StartCatalogs(void)
+{
+	Datum	   *busy = palloc(sizeof(Datum) * ASYNC_CONCURRENCY);
+	int			nbusy = 0;
+	int			nfree = 0;
+	Datum		values[2];
+	Oid			types[2] = {TEXTARRAYOID, INT4OID};
+	SPITupleTable *tt;
+	uint64		nrows;
+
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+	{
+		if (transfers[i].cxt == NULL)
+			nfree++;
+		else if (transfers[i].kind == 'c')
+			busy[nbusy++] = CStringGetTextDatum(transfers[i].provider);
+	}
+	if (nfree == 0)
+		return;
+	/* no identity to call peers with yet: nothing to do */
+	if (SPI_execute("SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1) != SPI_OK_SELECT ||
+		SPI_processed == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(busy, nbusy, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = Int32GetDatum(nfree);
+	if (SPI_execute_with_args("SELECT p.member_id::text, p.base_url, c.etag FROM interop.peer p "
+							  "LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
+							  "WHERE coalesce(c.next_check, '-infinity') <= pg_catalog.clock_timestamp() "
+							  "AND p.member_id::text <> ALL ($1) ORDER BY c.next_check NULLS FIRST LIMIT $2",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.peer");
+	nrows = SPI_processed;
+	tt = SPI_tuptable;
+	if (nrows > 0)
+		LoadClientIdentity();
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		Transfer   *t = NULL;
+		MemoryContext old;
+
+		for (int i = 0; i < ASYNC_CONCURRENCY && t == NULL; i++)
+			if (transfers[i].cxt == NULL)
+				t = &transfers[i];
+		if (t == NULL)
+			break;
+		t->cxt = AllocSetContextCreate(TopMemoryContext, "interop catalog transfer", ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(t->cxt);
+		t->kind = 'c';
+		t->id = 0;
+		t->provider = SPI_getvalue(tt->vals[r], tt->tupdesc, 1);
+		t->url = psprintf("%s/v1/catalog", SPI_getvalue(tt->vals[r], tt->tupdesc, 2));
+		t->etag_sent = SPI_getvalue(tt->vals[r], tt->tupdesc, 3);
+		t->request = t->jti = t->req_hash = t->service = t->purpose = NULL;
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /*
@@ -571,6 +786,8 @@ StartDue(void)
 			break;
 		t->cxt = AllocSetContextCreate(TopMemoryContext, "interop async transfer", ALLOCSET_SMALL_SIZES);
 		old = MemoryContextSwitchTo(t->cxt);
+		t->kind = 'q';
+		t->etag_sent = NULL;
 		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		t->provider = SPI_getvalue(tup, desc, 2);
 		t->service = SPI_getvalue(tup, desc, 3);
@@ -616,6 +833,7 @@ StartDue(void)
 			t->req_hash = RequestHash(t->request, strlen(t->request));
 		MemoryContextSwitchTo(old);
 	}
+	StartCatalogs();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -671,11 +889,15 @@ AsyncWorkerRound(long *timeout)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute("SELECT (extract(epoch FROM min(next_attempt) - pg_catalog.clock_timestamp()) * 1000)::bigint "
-						"FROM interop.async_request WHERE state = 'pending'", true, 1) != SPI_OK_SELECT)
+		if (SPI_execute("SELECT (extract(epoch FROM greatest(pg_catalog.clock_timestamp(), least("
+						"  (SELECT min(next_attempt) FROM interop.async_request WHERE state = 'pending'), "
+						"  (SELECT min(coalesce(c.next_check, '-infinity')) FROM interop.peer p "
+						"   LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
+						"   WHERE EXISTS (SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL)))) "
+						"  - pg_catalog.clock_timestamp()) * 1000)::bigint", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read interop.async_request");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		ms = isnull ? -1 : Max(1, DatumGetInt64(d));
+		ms = isnull ? -1 : Max(10, DatumGetInt64(d));
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();

@@ -38,6 +38,7 @@ GRANT SELECT ON interop.async_request TO interop_admin, interop_auditor;
 CREATE FUNCTION interop.wake_sync_worker() RETURNS void
     AS 'MODULE_PATHNAME', 'interop_wake_sync_worker' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION interop.wake_sync_worker() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.wake_sync_worker() TO interop_admin, interop_user;
 
 CREATE FUNCTION interop.query_async(provider interop.member_id, service text, params jsonb DEFAULT '{}',
                                     purpose text DEFAULT NULL) RETURNS bigint
@@ -127,3 +128,18 @@ REVOKE ALL ON FUNCTION interop.result(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION interop.query_async(interop.member_id, text, jsonb, text) TO interop_admin, interop_user;
 GRANT EXECUTE ON FUNCTION interop.wait(bigint, interval) TO interop_admin, interop_user;
 GRANT EXECUTE ON FUNCTION interop.result(bigint) TO interop_admin, interop_user;
+
+-- peer catalogs, refreshed by the sync worker every interop.sync_interval
+CREATE TABLE interop.peer_catalog (
+    peer        interop.member_id PRIMARY KEY REFERENCES interop.peer (member_id) ON DELETE CASCADE,
+    services    jsonb,                  -- the services the peer grants this node (verified)
+    etag        text,                   -- sent back as If-None-Match: an unchanged catalog is a 304
+    fetched_at  timestamptz,            -- when services last changed here
+    checked_at  timestamptz,            -- the last attempt
+    failures    int NOT NULL DEFAULT 0, -- attempts failed in a row
+    last_error  text,
+    next_check  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.peer_catalog IS 'each peer''s signed catalog as last fetched and verified by the sync worker';
+REVOKE ALL ON interop.peer_catalog FROM PUBLIC;
+GRANT SELECT ON interop.peer_catalog TO interop_admin, interop_user, interop_auditor;

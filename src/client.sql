@@ -64,6 +64,7 @@ BEGIN
     END IF;
     INSERT INTO interop.peer AS p (member_id, base_url) VALUES (add_peer.member_id, add_peer.base_url)
     ON CONFLICT ON CONSTRAINT peer_pkey DO UPDATE SET base_url = excluded.base_url;
+    PERFORM interop.wake_sync_worker();     -- fetch its catalog after commit
 END
 $$;
 COMMENT ON FUNCTION interop.add_peer(interop.member_id, text) IS

@@ -309,6 +309,7 @@ typedef struct Answer
 	const char *content_type;
 	char	   *body;
 	size_t		len;
+	const char *etag;			/* an ETag header, when set */
 } Answer;
 
 /* ReasonPhrase - the HTTP reason phrase of a status */
@@ -352,6 +353,14 @@ Send(struct evhttp_request *hreq, const Answer *a)
 	if (out == NULL)
 	{
 		evhttp_send_error(hreq, 500, NULL);
+		return;
+	}
+	if (a->etag)
+		evhttp_add_header(headers, "ETag", a->etag);
+	if (a->status == 304)
+	{
+		evhttp_send_reply(hreq, 304, "Not Modified", NULL);
+		evbuffer_free(out);
 		return;
 	}
 	evbuffer_add(out, a->body, a->len);
@@ -714,15 +723,23 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 		else
 		{
 			StringInfoData buf;
+			char	   *services = CatalogJson(x->tls_member);
+			const char *seen = evhttp_find_header(evhttp_request_get_input_headers(hreq), "If-None-Match");
 
-			initStringInfo(&buf);
-			appendStringInfoString(&buf, "{\"iss\":");
-			escape_json(&buf, GetNodeState()->member_id);
-			appendStringInfoString(&buf, ",\"aud\":");
-			escape_json(&buf, x->tls_member);
-			appendStringInfo(&buf, ",\"iat\":%ld,\"services\":%s}", (long) time(NULL),
-							 CatalogJson(x->tls_member));
-			SignedAnswer(&x->answer, cxt, 200, buf.data);
+			/* the ETag names the services (not the signature, which has iat) */
+			x->answer.etag = MemoryContextStrdup(cxt, psprintf("\"%s\"", RequestHash(services, strlen(services))));
+			if (seen != NULL && strcmp(seen, x->answer.etag) == 0)
+				x->answer.status = 304;
+			else
+			{
+				initStringInfo(&buf);
+				appendStringInfoString(&buf, "{\"iss\":");
+				escape_json(&buf, GetNodeState()->member_id);
+				appendStringInfoString(&buf, ",\"aud\":");
+				escape_json(&buf, x->tls_member);
+				appendStringInfo(&buf, ",\"iat\":%ld,\"services\":%s}", (long) time(NULL), services);
+				SignedAnswer(&x->answer, cxt, 200, buf.data);
+			}
 		}
 		EndRequest(cxt);
 	}

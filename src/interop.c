@@ -347,6 +347,15 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("interop.sync_interval",
+							"How often the sync worker refreshes each peer's catalog.",
+							"An unchanged catalog costs a 304; a peer that cannot be reached is tried again after 5 s, doubling up to an hour.",
+							&interop_sync_interval,
+							300000, 1000, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("interop.seal_interval",
 							"Time between two seals of the logs by the sync worker.",
 							"0 turns periodic sealing off; interop.seal_log() still seals on demand.",

@@ -218,6 +218,7 @@ extern bool ReuseAllowed(const char *url, const char *member);
 
 /* in async.c */
 extern int	interop_max_attempts;
+extern int	interop_sync_interval;
 extern void AsyncWorkerRound(long *timeout);
 extern void AsyncWorkerReset(void);
 

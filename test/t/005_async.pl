@@ -7,7 +7,10 @@
 #    delivered when it is back, each exactly once at the provider;
 #  - kill -9 of the sync worker in the middle of a load: every request
 #    still gets exactly one result, and the provider runs each at most once;
-#  - the counters: interop.stat_gateway, interop.stat_peer and GET /metrics.
+#  - the counters: interop.stat_gateway, interop.stat_peer and GET /metrics;
+#  - peer catalogs: fetched and verified by the sync worker, then 304 while
+#    unchanged (ETag), refetched when they change, and an unreachable peer
+#    is retried with a growing backoff.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -20,7 +23,7 @@ my $POP = 'MN/GOV/1000001/population';
 my $TAX = 'MN/GOV/2000002/tax';
 my $pop = new_node('population', $POP, $ca);
 my $tax = new_node('tax', $TAX, $ca, 'interop.gateway_workers' => 0, 'restart_after_crash' => 'on',
-	'interop.seal_interval' => 0);
+	'interop.seal_interval' => 0, 'interop.sync_interval' => "'1s'");
 
 $pop->safe_psql('postgres', qq{
 	CREATE TABLE person (id text PRIMARY KEY, name text);
@@ -145,5 +148,32 @@ like($body, qr/^interop_gateway_request_duration_seconds_bucket\{le="\+Inf"\} \d
 like($body, qr/^interop_async_requests\{state="pending"\} 0$/m, 'and the async queue by state');
 ($code, $body) = curl_gateway($pop, '/metrics', as => $tax, method => 'POST', body => 'x');
 is($code, '405', 'POST /metrics is refused');
+
+# ---- peer catalogs ----
+
+ok($tax->poll_query_until('postgres', qq{
+	SELECT services \@> '[{"name": "person"}]' AND etag IS NOT NULL AND failures = 0
+	FROM interop.peer_catalog WHERE peer::text = '$POP'}), 'the sync worker fetches and stores the peer\'s catalog');
+my $fetched = $tax->safe_psql('postgres', qq{SELECT fetched_at FROM interop.peer_catalog WHERE peer::text = '$POP'});
+ok($tax->poll_query_until('postgres', qq{
+	SELECT checked_at > '$fetched'::timestamptz + interval '1 s' AND fetched_at = '$fetched'
+	FROM interop.peer_catalog WHERE peer::text = '$POP'}),
+	'an unchanged catalog is checked again every sync_interval and not refetched (304)');
+like($pop->safe_psql('postgres', q{SELECT requests FROM interop.stat_gateway WHERE service = '/v1/catalog' AND status = 304}),
+	qr/^\d+$/, 'the provider answered 304 Not Modified');
+$pop->safe_psql('postgres', qq{
+	CREATE VIEW person_name AS SELECT id, name FROM person;
+	SELECT interop.publish('person_name', 'person_name', filter_columns => '{id}');
+	SELECT interop.grant_access('person_name', '$TAX');});
+ok($tax->poll_query_until('postgres', qq{
+	SELECT services \@> '[{"name": "person_name"}]' AND fetched_at > '$fetched'
+	FROM interop.peer_catalog WHERE peer::text = '$POP'}), 'a changed catalog is fetched again');
+$pop->stop;
+ok($tax->poll_query_until('postgres', qq{
+	SELECT failures >= 3 AND last_error LIKE 'could not reach peer%' AND next_check - checked_at >= interval '20 s'
+	FROM interop.peer_catalog WHERE peer::text = '$POP'}),
+	'an unreachable peer is marked, and checked again after a growing backoff');
+is($tax->safe_psql('postgres', qq{SELECT services \@> '[{"name": "person_name"}]' FROM interop.peer_catalog WHERE peer::text = '$POP'}),
+	't', 'and its last verified catalog is kept');
 
 done_testing();
