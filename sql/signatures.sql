@@ -124,8 +124,10 @@ SELECT interop.verify(:'newjws');
 \set webjws `cat results/ca/web.jws`
 SELECT interop.verify(:'webjws');
 
--- revocation: the CRL must come from a trust anchor; once installed, the
--- cached chain is dropped and the revoked signer is refused at once
+-- revocation: the CRL must come from a trust anchor, or from a CA of the
+-- node's own chain that chains to one (here: the issuing CA); once
+-- installed, the cached chain is dropped and the revoked signer is refused
+-- at once
 SELECT interop.add_crl('garbage');
 \! test/certs/testca crl "$CA" rogue "$CA/rogue.crl"
 \set roguecrl `cat results/ca/rogue.crl`

@@ -43,6 +43,8 @@
 #include "utils/snapmgr.h"
 
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
@@ -55,7 +57,7 @@ int			interop_sync_interval = 300000;
 /* one transfer in flight */
 typedef struct Transfer
 {
-	char		kind;			/* 'q': an asynchronous query; 'c': a catalog refresh */
+	char		kind;			/* 'q': an asynchronous query; 'c': a catalog; 'r': a CRL */
 	bool		busy;
 	bool		finished;
 	CURL	   *easy;
@@ -280,6 +282,8 @@ StartTransfer(Transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_FRESH_CONNECT, ReuseAllowed(t->url, t->provider) ? 0L : 1L);
 	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, CatchEtag);
 	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	/* CRLs are signed, and distribution points are plain HTTP */
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, t->kind == 'r' ? "http" : "https");
 	if (t->kind == 'q')
 	{
 		curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
@@ -562,6 +566,70 @@ JudgeCatalog(Transfer *t)
 	RecordCatalog(t, 200, JsonbToCString(NULL, v->val.binary.data, -1), NULL);
 }
 
+/* RecordCrl - the outcome of a CRL fetch; a failure backs off like a catalog's */
+static void
+RecordCrl(Transfer *t, const char *error)
+{
+	Datum		values[3];
+	char		nulls[4] = "   ";
+	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
+
+	values[0] = CStringGetTextDatum(t->provider);	/* the URL */
+	values[1] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	nulls[1] = error ? ' ' : 'n';
+	values[2] = Int32GetDatum(interop_sync_interval);
+	if (SPI_execute_with_args(error ?
+							  "UPDATE interop.crl_source SET checked_at = pg_catalog.clock_timestamp(), "
+							  "failures = failures + 1, last_error = $2, next_fetch = pg_catalog.clock_timestamp() + "
+							  "least(3600, 5 * 2 ^ least(failures + 1, 12)) * interval '1 s' WHERE url = $1 AND $3 IS NOT NULL" :
+							  "UPDATE interop.crl_source SET checked_at = pg_catalog.clock_timestamp(), "
+							  "fetched_at = pg_catalog.clock_timestamp(), failures = 0, last_error = $2, "
+							  "next_fetch = pg_catalog.clock_timestamp() + $3 * interval '1 ms' WHERE url = $1",
+							  3, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update interop.crl_source");
+}
+
+/* JudgeCrl - decode a fetched CRL (DER or PEM) and install it (may raise an ERROR) */
+static void
+JudgeCrl(Transfer *t)
+{
+	long		status = 0;
+	X509_CRL   *crl = NULL;
+
+	if (t->rc != CURLE_OK)
+	{
+		RecordCrl(t, psprintf("could not fetch %s: %s", t->url, t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc)));
+		return;
+	}
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200 || t->got.len == 0)
+	{
+		RecordCrl(t, psprintf("%s answered HTTP %ld", t->url, status));
+		return;
+	}
+	if (memmem(t->got.data, t->got.len, "-----BEGIN X509 CRL-----", 24) != NULL)
+	{
+		BIO		   *bio = BIO_new_mem_buf(t->got.data, (int) t->got.len);
+
+		crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+		BIO_free(bio);
+	}
+	else
+	{
+		const unsigned char *p = (const unsigned char *) t->got.data;
+
+		crl = d2i_X509_CRL(NULL, &p, (long) t->got.len);
+	}
+	if (crl == NULL)
+	{
+		ERR_clear_error();
+		RecordCrl(t, psprintf("%s did not answer with a CRL (DER or PEM)", t->url));
+		return;
+	}
+	(void) InstallCrl(crl);
+	RecordCrl(t, NULL);
+}
+
 /* JudgeAndRecord - one finished transfer, in a subtransaction of its own */
 static void
 JudgeAndRecord(Transfer *t)
@@ -575,6 +643,8 @@ JudgeAndRecord(Transfer *t)
 	{
 		if (t->kind == 'c')
 			JudgeCatalog(t);
+		else if (t->kind == 'r')
+			JudgeCrl(t);
 		else
 		{
 			Judge(t, &o);
@@ -593,6 +663,13 @@ JudgeAndRecord(Transfer *t)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 
+		if (t->kind == 'r')
+		{
+			RecordCrl(t, edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message);
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			return;
+		}
 		if (t->kind == 'c')
 		{
 			RecordCatalog(t, 0, NULL, edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message);
@@ -724,6 +801,87 @@ StartCatalogs(void)
 }
 
 /*
+ * StartCrls - record the CRL distribution points named by the trust anchors
+ * and the node's chain (every sync_interval), and claim free slots for the
+ * due ones.  In StartDue's transaction.
+ */
+static void
+StartCrls(void)
+{
+	static TimestampTz last_discovery = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	Datum	   *busy = palloc(sizeof(Datum) * ASYNC_CONCURRENCY);
+	int			nbusy = 0;
+	int			nfree = 0;
+	Datum		values[2];
+	Oid			types[2] = {TEXTARRAYOID, INT4OID};
+	SPITupleTable *tt;
+	uint64		nrows;
+
+	if (last_discovery == 0 || now - last_discovery >= (int64) interop_sync_interval * 1000)
+	{
+		List	   *urls = NIL;
+		ListCell   *lc;
+
+		if (SPI_execute("SELECT certificate FROM interop.trust_anchor UNION ALL "
+						"SELECT certificate_chain FROM interop.node WHERE certificate_chain IS NOT NULL",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the certificates");
+		tt = SPI_tuptable;
+		for (uint64 r = 0; r < SPI_processed; r++)
+			urls = CrlDistributionPoints(SPI_getvalue(tt->vals[r], tt->tupdesc, 1), urls);
+		foreach(lc, urls)
+		{
+			Datum		u = CStringGetTextDatum(lfirst(lc));
+			Oid			ut = TEXTOID;
+
+			if (SPI_execute_with_args("INSERT INTO interop.crl_source (url) VALUES ($1) ON CONFLICT DO NOTHING",
+									  1, &ut, &u, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not write interop.crl_source");
+		}
+		last_discovery = now;
+	}
+
+	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
+	{
+		if (transfers[i].cxt == NULL)
+			nfree++;
+		else if (transfers[i].kind == 'r')
+			busy[nbusy++] = CStringGetTextDatum(transfers[i].provider);
+	}
+	if (nfree == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(busy, nbusy, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = Int32GetDatum(nfree);
+	if (SPI_execute_with_args("SELECT url FROM interop.crl_source WHERE next_fetch <= pg_catalog.clock_timestamp() "
+							  "AND url <> ALL ($1) ORDER BY next_fetch LIMIT $2",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.crl_source");
+	nrows = SPI_processed;
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		Transfer   *t = NULL;
+		MemoryContext old;
+
+		for (int i = 0; i < ASYNC_CONCURRENCY && t == NULL; i++)
+			if (transfers[i].cxt == NULL)
+				t = &transfers[i];
+		if (t == NULL)
+			break;
+		t->cxt = AllocSetContextCreate(TopMemoryContext, "interop CRL transfer", ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(t->cxt);
+		t->kind = 'r';
+		t->id = 0;
+		t->provider = SPI_getvalue(tt->vals[r], tt->tupdesc, 1);	/* the URL, as a name */
+		t->url = t->provider;
+		t->etag_sent = NULL;
+		t->request = t->jti = t->req_hash = t->service = t->purpose = NULL;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
  * StartDue - start the due requests, as many as there are free slots.
  * Requests without a stored request are signed and stored first, and that
  * is committed before anything is sent.  Returns how many started.
@@ -834,6 +992,7 @@ StartDue(void)
 		MemoryContextSwitchTo(old);
 	}
 	StartCatalogs();
+	StartCrls();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -893,7 +1052,8 @@ AsyncWorkerRound(long *timeout)
 						"  (SELECT min(next_attempt) FROM interop.async_request WHERE state = 'pending'), "
 						"  (SELECT min(coalesce(c.next_check, '-infinity')) FROM interop.peer p "
 						"   LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
-						"   WHERE EXISTS (SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL)))) "
+						"   WHERE EXISTS (SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL)), "
+						"  (SELECT min(next_fetch) FROM interop.crl_source))) "
 						"  - pg_catalog.clock_timestamp()) * 1000)::bigint", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read interop.async_request");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -903,6 +1063,9 @@ AsyncWorkerRound(long *timeout)
 		CommitTransactionCommand();
 		if (ms >= 0 && (*timeout < 0 || ms < *timeout))
 			*timeout = (long) Min(ms, 60000);
+		/* distribution points are looked for every sync_interval */
+		if (*timeout < 0 || *timeout > interop_sync_interval)
+			*timeout = interop_sync_interval;
 	}
 }
 

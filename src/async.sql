@@ -143,3 +143,17 @@ CREATE TABLE interop.peer_catalog (
 COMMENT ON TABLE interop.peer_catalog IS 'each peer''s signed catalog as last fetched and verified by the sync worker';
 REVOKE ALL ON interop.peer_catalog FROM PUBLIC;
 GRANT SELECT ON interop.peer_catalog TO interop_admin, interop_user, interop_auditor;
+
+-- where the sync worker fetches CRLs: the distribution points named by the
+-- trust anchors and the node's certificate chain (http:// only: a CRL is signed)
+CREATE TABLE interop.crl_source (
+    url         text PRIMARY KEY,
+    fetched_at  timestamptz,            -- the last successful fetch
+    checked_at  timestamptz,
+    failures    int NOT NULL DEFAULT 0,
+    last_error  text,
+    next_fetch  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.crl_source IS 'CRL distribution points the sync worker fetches every interop.sync_interval';
+REVOKE ALL ON interop.crl_source FROM PUBLIC;
+GRANT SELECT ON interop.crl_source TO interop_admin, interop_auditor;

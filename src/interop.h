@@ -271,6 +271,8 @@ extern char *AnswerJson(const ServiceAnswer *ans);
 extern char *CatalogJson(const char *consumer);
 
 /* in x509.c */
+extern bool InstallCrl(X509_CRL *crl);
+extern List *CrlDistributionPoints(const char *pem, List *urls);
 extern void OpenSSLError(int sqlstate, const char *msg, const char *hint) pg_attribute_noreturn();
 extern char *OpenSSLErrorText(void);
 extern void OwnEVPKey(EVP_PKEY *pkey);

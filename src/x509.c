@@ -793,18 +793,65 @@ interop_add_trust_anchor(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(added);
 }
 
-PG_FUNCTION_INFO_V1(interop_add_crl);
 /*
- * interop_add_crl - install a CRL after checking its signature against its
- * issuer among the trust anchors; replaces an older CRL of the same issuer.
+ * CrlIssuerInNodeChain - an intermediate CA of the node's own certificate
+ * chain that signed the CRL, if that CA still chains to a trust anchor
+ * (intermediates are usually not anchors, and their CRLs are the ones that
+ * change); NULL otherwise.
  */
-Datum
-interop_add_crl(PG_FUNCTION_ARGS)
+static X509 *
+CrlIssuerInNodeChain(X509_CRL *crl)
 {
-	char	   *pem = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			ret;
+	STACK_OF(X509) *chain;
+	MemoryContext outer = CurrentMemoryContext;
+	char	   *pem;
+
+	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute("SELECT certificate_chain FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed == 0)
+	{
+		SPI_finish();
+		return NULL;
+	}
+	pem = MemoryContextStrdup(outer, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	chain = ParseCertificatesPEM(pem, "node certificate chain");
+	for (int i = 1; i < sk_X509_num(chain); i++)
+	{
+		X509	   *c = sk_X509_value(chain, i);
+		EVP_PKEY   *k = X509_get0_pubkey(c);
+
+		if (X509_NAME_cmp(X509_get_subject_name(c), X509_CRL_get_issuer(crl)) == 0 &&
+			k && X509_CRL_verify(crl, k) == 1)
+		{
+			STACK_OF(X509) *up = sk_X509_new_null();
+
+			OwnX509Stack(up);
+			for (int j = i; j < sk_X509_num(chain); j++)
+			{
+				X509_up_ref(sk_X509_value(chain, j));
+				sk_X509_push(up, sk_X509_value(chain, j));
+			}
+			(void) VerifyChain(up, NULL);	/* an ERROR unless it reaches an anchor */
+			return c;
+		}
+	}
+	ERR_clear_error();
+	return NULL;
+}
+
+/*
+ * InstallCrl - install a CRL after checking its signature against its
+ * issuer among the trust anchors; replaces an older CRL of the same issuer.
+ * Takes ownership of crl.  False (with a NOTICE) when one at least as recent
+ * is installed.
+ */
+bool
+InstallCrl(X509_CRL *crl)
+{
 	X509_STORE *store;
-	BIO		   *bio;
-	X509_CRL   *crl;
 	X509	   *issuer = NULL;
 	STACK_OF(X509_OBJECT) *objs;
 	char	   *issuer_name;
@@ -813,21 +860,6 @@ interop_add_crl(PG_FUNCTION_ARGS)
 	Oid			types[4] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID};
 	int			ret;
 	bool		installed;
-
-	ERR_clear_error();
-	if (strstr(pem, "-----BEGIN X509 CRL-----") == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid certificate revocation list: no PEM CRL found"),
-				 errdetail("The input has no \"-----BEGIN X509 CRL-----\" line."),
-				 errhint("Pass the CRL in PEM form, as written by \"openssl crl -outform PEM\".")));
-	bio = BIO_new_mem_buf(pem, -1);
-	crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
-	BIO_free(bio);
-	if (crl == NULL)
-		OpenSSLError(ERRCODE_INVALID_TEXT_REPRESENTATION,
-					 "invalid certificate revocation list: the PEM CRL could not be decoded",
-					 "Check that the CRL was copied whole, including its BEGIN and END lines.");
 
 	/* find the issuer among the anchors and check the CRL's signature */
 	store = LoadTrustStore();
@@ -847,6 +879,8 @@ interop_add_crl(PG_FUNCTION_ARGS)
 			}
 		}
 	}
+	if (issuer == NULL)
+		issuer = CrlIssuerInNodeChain(crl);
 	{
 		char	   *s = X509_NAME_oneline(X509_CRL_get_issuer(crl), NULL, 0);
 
@@ -898,5 +932,76 @@ interop_add_crl(PG_FUNCTION_ARGS)
 		ereport(NOTICE,
 				(errmsg("a revocation list of \"%s\" at least as recent is already installed, skipping",
 						issuer_name)));
-	PG_RETURN_BOOL(installed);
+	return installed;
+}
+
+/*
+ * CrlDistributionPoints - the http:// URLs of the CRL distribution points
+ * named by the certificates of a PEM bundle (each URL once)
+ */
+List *
+CrlDistributionPoints(const char *pem, List *urls)
+{
+	STACK_OF(X509) *certs = ParseCertificatesPEM(pem, "certificate");
+
+	for (int i = 0; i < sk_X509_num(certs); i++)
+	{
+		STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(sk_X509_value(certs, i), NID_crl_distribution_points, NULL, NULL);
+
+		for (int j = 0; j < sk_DIST_POINT_num(dps); j++)
+		{
+			DIST_POINT *dp = sk_DIST_POINT_value(dps, j);
+			GENERAL_NAMES *names = dp->distpoint && dp->distpoint->type == 0 ? dp->distpoint->name.fullname : NULL;
+
+			for (int k = 0; k < sk_GENERAL_NAME_num(names); k++)
+			{
+				GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, k);
+				const char *uri;
+				bool		seen = false;
+				ListCell   *lc;
+
+				if (gn->type != GEN_URI)
+					continue;
+				uri = (const char *) ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
+				if (pg_strncasecmp(uri, "http://", 7) != 0)
+					continue;
+				foreach(lc, urls)
+					seen |= strcmp(lfirst(lc), uri) == 0;
+				if (!seen)
+					urls = lappend(urls, pstrdup(uri));
+			}
+		}
+		sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+	}
+	return urls;
+}
+
+PG_FUNCTION_INFO_V1(interop_add_crl);
+/*
+ * interop_add_crl - install a CRL after checking its signature against its
+ * issuer among the trust anchors; replaces an older CRL of the same issuer.
+ */
+Datum
+interop_add_crl(PG_FUNCTION_ARGS)
+{
+	char	   *pem = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	BIO		   *bio;
+	X509_CRL   *crl;
+
+	ERR_clear_error();
+	if (strstr(pem, "-----BEGIN X509 CRL-----") == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid certificate revocation list: no PEM CRL found"),
+				 errdetail("The input has no \"-----BEGIN X509 CRL-----\" line."),
+				 errhint("Pass the CRL in PEM form, as written by \"openssl crl -outform PEM\".")));
+	bio = BIO_new_mem_buf(pem, -1);
+	crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	if (crl == NULL)
+		OpenSSLError(ERRCODE_INVALID_TEXT_REPRESENTATION,
+					 "invalid certificate revocation list: the PEM CRL could not be decoded",
+					 "Check that the CRL was copied whole, including its BEGIN and END lines.");
+
+	PG_RETURN_BOOL(InstallCrl(crl));
 }
