@@ -1012,19 +1012,32 @@ StartDue(void)
 
 /*
  * AsyncWorkerRound - one round of deliveries; lowers *timeout (ms, -1:
- * none) to when the worker should look again.
+ * none) to when the worker should look again.  woken: the latch was set
+ * (work was committed) since the last round.
  */
 void
-AsyncWorkerRound(long *timeout)
+AsyncWorkerRound(long *timeout, bool woken)
 {
+	static TimestampTz next_look = 0;
 	int			running = 0;
 	int			active = 0;
+	TimestampTz now;
 
 	PrepareTransfers();
 	curl_multi_perform(amulti, &running);
-	Harvest();
-	if (StartDue() > 0)
-		curl_multi_perform(amulti, &running);
+
+	/*
+	 * Look for due work when there may be some: new work was committed (the
+	 * latch), a slot was freed, or a quarter second passed (due retries,
+	 * catalogs, CRLs).  Not at every turn while transfers are in flight.
+	 */
+	now = GetCurrentTimestamp();
+	if (Harvest() > 0 || woken || now >= next_look)
+	{
+		next_look = TimestampTzPlusMilliseconds(now, 250);
+		if (StartDue() > 0)
+			curl_multi_perform(amulti, &running);
+	}
 
 	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
 		if (transfers[i].busy)

@@ -219,7 +219,7 @@ extern bool ReuseAllowed(const char *url, const char *member);
 /* in async.c */
 extern int	interop_max_attempts;
 extern int	interop_sync_interval;
-extern void AsyncWorkerRound(long *timeout);
+extern void AsyncWorkerRound(long *timeout, bool woken);
 extern void AsyncWorkerReset(void);
 
 /* in msglog.c: the sync worker's latch, in the log queue's shared memory */

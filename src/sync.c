@@ -88,13 +88,13 @@ SealRound(void)
 
 /* AsyncRound - deliveries; after an ERROR, start over (nothing is lost) */
 static void
-AsyncRound(long *timeout)
+AsyncRound(long *timeout, bool woken)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		AsyncWorkerRound(timeout);
+		AsyncWorkerRound(timeout, woken);
 	}
 	PG_CATCH();
 	{
@@ -120,6 +120,10 @@ void
 SyncMain(Datum arg)
 {
 	TimestampTz next_seal;
+	bool		installed = false;
+	TimestampTz installed_checked = 0;
+	bool		woken = true;
+	int			rc;
 
 	/* SIGTERM: exit at the next CHECK_FOR_INTERRUPTS, a seal in progress rolled back */
 	pqsignal(SIGTERM, die);
@@ -135,7 +139,7 @@ SyncMain(Datum arg)
 	for (;;)
 	{
 		long		timeout = -1;
-		bool		installed;
+		TimestampTz now = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -143,9 +147,14 @@ SyncMain(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		StartTransactionCommand();
-		installed = OidIsValid(get_extension_oid("interop", true));
-		CommitTransactionCommand();
+		/* installed, or dropped: looked at every 5 s, not at every round */
+		if (!installed || now - installed_checked >= 5 * USECS_PER_SEC)
+		{
+			StartTransactionCommand();
+			installed = OidIsValid(get_extension_oid("interop", true));
+			CommitTransactionCommand();
+			installed_checked = now;
+		}
 
 		if (!installed)
 			timeout = 5000L;	/* CREATE EXTENSION has no hook: look again */
@@ -162,9 +171,10 @@ SyncMain(Datum arg)
 			timeout = Max(1L, (long) ((next_seal - now) / 1000));
 		}
 		if (installed)
-			AsyncRound(&timeout);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0),
-						 timeout, PG_WAIT_EXTENSION);
+			AsyncRound(&timeout, woken);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0),
+					   timeout, PG_WAIT_EXTENSION);
+		woken = (rc & WL_LATCH_SET) != 0;
 		ResetLatch(MyLatch);
 	}
 }
