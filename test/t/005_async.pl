@@ -10,7 +10,8 @@
 #  - the counters: interop.stat_gateway, interop.stat_peer and GET /metrics;
 #  - peer catalogs: fetched and verified by the sync worker, then 304 while
 #    unchanged (ETag), refetched when they change, and an unreachable peer
-#    is retried with a growing backoff.
+#    is retried with a growing backoff;
+#  - an idle sync worker sleeps (its CPU time over 3 s).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -175,5 +176,19 @@ ok($tax->poll_query_until('postgres', qq{
 	'an unreachable peer is marked, and checked again after a growing backoff');
 is($tax->safe_psql('postgres', qq{SELECT services \@> '[{"name": "person_name"}]' FROM interop.peer_catalog WHERE peer::text = '$POP'}),
 	't', 'and its last verified catalog is kept');
+
+# ---- an idle sync worker sleeps ----
+
+# cpu_ticks(PID): user + system CPU time of a process, in clock ticks
+sub cpu_ticks
+{
+	my @f = split ' ', slurp("/proc/$_[0]/stat") =~ s/^.*\) //r;
+	return $f[11] + $f[12];
+}
+my $worker = $tax->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop sync'});
+my $t1 = cpu_ticks($worker);
+sleep(3);
+my $used = cpu_ticks($worker) - $t1;
+cmp_ok($used, '<', 30, "an idle sync worker does not spin ($used CPU ticks in 3 s; a busy loop would use about 300)");
 
 done_testing();
