@@ -714,11 +714,7 @@ Harvest(void)
 	if (n == 0)
 		return 0;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	BeginWorkerTransaction();
 	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
 		if (transfers[i].busy && transfers[i].finished)
 		{
@@ -727,9 +723,7 @@ Harvest(void)
 			JudgeAndRecord(&transfers[i]);
 			MemoryContextSwitchTo(old);
 		}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	EndWorkerTransaction();
 
 	/* only now, with every outcome committed */
 	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
@@ -739,65 +733,90 @@ Harvest(void)
 }
 
 /*
- * StartCatalogs - claim free slots for the peers whose catalog is due: never
- * fetched, or next_check passed.  In StartDue's transaction.
+ * DueOfKind - run sql, which selects due work of one kind: $1 is the names
+ * (provider or URL) of that kind's transfers in flight, $2 how many slots
+ * are free.  Returns the number of rows in SPI_tuptable; 0 when no slot is
+ * free.
  */
-static void
-StartCatalogs(void)
+static uint64
+DueOfKind(char kind, const char *sql)
 {
 	Datum	   *busy = palloc(sizeof(Datum) * ASYNC_CONCURRENCY);
 	int			nbusy = 0;
 	int			nfree = 0;
 	Datum		values[2];
 	Oid			types[2] = {TEXTARRAYOID, INT4OID};
-	SPITupleTable *tt;
-	uint64		nrows;
 
 	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
 	{
 		if (transfers[i].cxt == NULL)
 			nfree++;
-		else if (transfers[i].kind == 'c')
+		else if (transfers[i].kind == kind)
 			busy[nbusy++] = CStringGetTextDatum(transfers[i].provider);
 	}
 	if (nfree == 0)
-		return;
+		return 0;
+	values[0] = PointerGetDatum(construct_array(busy, nbusy, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = Int32GetDatum(nfree);
+	if (SPI_execute_with_args(sql, 2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for due work: %s", sql);
+	return SPI_processed;
+}
+
+/*
+ * ClaimSlot - a free slot for a GET transfer of kind to url; name is the
+ * peer or the URL.  Its memory is the slot's context.  NULL when none is
+ * free.
+ */
+static Transfer *
+ClaimSlot(char kind, const char *name, const char *url, const char *etag)
+{
+	Transfer   *t = NULL;
+	MemoryContext old;
+
+	for (int i = 0; i < ASYNC_CONCURRENCY && t == NULL; i++)
+		if (transfers[i].cxt == NULL)
+			t = &transfers[i];
+	if (t == NULL)
+		return NULL;
+	t->cxt = AllocSetContextCreate(TopMemoryContext, "interop transfer", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(t->cxt);
+	t->kind = kind;
+	t->id = 0;
+	t->provider = pstrdup(name);
+	t->url = pstrdup(url);
+	t->etag_sent = etag ? pstrdup(etag) : NULL;
+	t->request = t->jti = t->req_hash = t->service = t->purpose = NULL;
+	MemoryContextSwitchTo(old);
+	return t;
+}
+
+/*
+ * StartCatalogs - claim free slots for the peers whose catalog is due: never
+ * fetched, or next_check passed.  In StartDue's transaction.
+ */
+static void
+StartCatalogs(void)
+{
+	SPITupleTable *tt;
+	uint64		nrows;
+
 	/* no identity to call peers with yet: nothing to do */
 	if (SPI_execute("SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1) != SPI_OK_SELECT ||
 		SPI_processed == 0)
 		return;
-	values[0] = PointerGetDatum(construct_array(busy, nbusy, TEXTOID, -1, false, TYPALIGN_INT));
-	values[1] = Int32GetDatum(nfree);
-	if (SPI_execute_with_args("SELECT p.member_id::text, p.base_url, c.etag FROM interop.peer p "
-							  "LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
-							  "WHERE coalesce(c.next_check, '-infinity') <= pg_catalog.clock_timestamp() "
-							  "AND p.member_id::text <> ALL ($1) ORDER BY c.next_check NULLS FIRST LIMIT $2",
-							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read interop.peer");
-	nrows = SPI_processed;
+	nrows = DueOfKind('c', "SELECT p.member_id::text, p.base_url, c.etag FROM interop.peer p "
+					  "LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
+					  "WHERE coalesce(c.next_check, '-infinity') <= pg_catalog.clock_timestamp() "
+					  "AND p.member_id::text <> ALL ($1) ORDER BY c.next_check NULLS FIRST LIMIT $2");
 	tt = SPI_tuptable;
 	if (nrows > 0)
 		LoadClientIdentity();
 	for (uint64 r = 0; r < nrows; r++)
-	{
-		Transfer   *t = NULL;
-		MemoryContext old;
-
-		for (int i = 0; i < ASYNC_CONCURRENCY && t == NULL; i++)
-			if (transfers[i].cxt == NULL)
-				t = &transfers[i];
-		if (t == NULL)
+		if (ClaimSlot('c', SPI_getvalue(tt->vals[r], tt->tupdesc, 1),
+					  psprintf("%s/v1/catalog", SPI_getvalue(tt->vals[r], tt->tupdesc, 2)),
+					  SPI_getvalue(tt->vals[r], tt->tupdesc, 3)) == NULL)
 			break;
-		t->cxt = AllocSetContextCreate(TopMemoryContext, "interop catalog transfer", ALLOCSET_SMALL_SIZES);
-		old = MemoryContextSwitchTo(t->cxt);
-		t->kind = 'c';
-		t->id = 0;
-		t->provider = SPI_getvalue(tt->vals[r], tt->tupdesc, 1);
-		t->url = psprintf("%s/v1/catalog", SPI_getvalue(tt->vals[r], tt->tupdesc, 2));
-		t->etag_sent = SPI_getvalue(tt->vals[r], tt->tupdesc, 3);
-		t->request = t->jti = t->req_hash = t->service = t->purpose = NULL;
-		MemoryContextSwitchTo(old);
-	}
 }
 
 /*
@@ -810,11 +829,6 @@ StartCrls(void)
 {
 	static TimestampTz last_discovery = 0;
 	TimestampTz now = GetCurrentTimestamp();
-	Datum	   *busy = palloc(sizeof(Datum) * ASYNC_CONCURRENCY);
-	int			nbusy = 0;
-	int			nfree = 0;
-	Datum		values[2];
-	Oid			types[2] = {TEXTARRAYOID, INT4OID};
 	SPITupleTable *tt;
 	uint64		nrows;
 
@@ -842,42 +856,15 @@ StartCrls(void)
 		last_discovery = now;
 	}
 
-	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
-	{
-		if (transfers[i].cxt == NULL)
-			nfree++;
-		else if (transfers[i].kind == 'r')
-			busy[nbusy++] = CStringGetTextDatum(transfers[i].provider);
-	}
-	if (nfree == 0)
-		return;
-	values[0] = PointerGetDatum(construct_array(busy, nbusy, TEXTOID, -1, false, TYPALIGN_INT));
-	values[1] = Int32GetDatum(nfree);
-	if (SPI_execute_with_args("SELECT url FROM interop.crl_source WHERE next_fetch <= pg_catalog.clock_timestamp() "
-							  "AND url <> ALL ($1) ORDER BY next_fetch LIMIT $2",
-							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read interop.crl_source");
-	nrows = SPI_processed;
+	nrows = DueOfKind('r', "SELECT url FROM interop.crl_source WHERE next_fetch <= pg_catalog.clock_timestamp() "
+					  "AND url <> ALL ($1) ORDER BY next_fetch LIMIT $2");
 	tt = SPI_tuptable;
 	for (uint64 r = 0; r < nrows; r++)
 	{
-		Transfer   *t = NULL;
-		MemoryContext old;
+		char	   *url = SPI_getvalue(tt->vals[r], tt->tupdesc, 1);
 
-		for (int i = 0; i < ASYNC_CONCURRENCY && t == NULL; i++)
-			if (transfers[i].cxt == NULL)
-				t = &transfers[i];
-		if (t == NULL)
+		if (ClaimSlot('r', url, url, NULL) == NULL)
 			break;
-		t->cxt = AllocSetContextCreate(TopMemoryContext, "interop CRL transfer", ALLOCSET_SMALL_SIZES);
-		old = MemoryContextSwitchTo(t->cxt);
-		t->kind = 'r';
-		t->id = 0;
-		t->provider = SPI_getvalue(tt->vals[r], tt->tupdesc, 1);	/* the URL, as a name */
-		t->url = t->provider;
-		t->etag_sent = NULL;
-		t->request = t->jti = t->req_hash = t->service = t->purpose = NULL;
-		MemoryContextSwitchTo(old);
 	}
 }
 
@@ -904,11 +891,7 @@ StartDue(void)
 	if (nfree == 0)
 		return 0;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	BeginWorkerTransaction();
 
 	busy_ids = palloc(sizeof(Datum) * ASYNC_CONCURRENCY);
 	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
@@ -993,9 +976,7 @@ StartDue(void)
 	}
 	StartCatalogs();
 	StartCrls();
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	EndWorkerTransaction();
 
 	/* the requests are stored: send them */
 	for (int i = 0; i < ASYNC_CONCURRENCY; i++)
@@ -1056,11 +1037,7 @@ AsyncWorkerRound(long *timeout, bool woken)
 		int64		ms;
 		Datum		d;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		BeginWorkerTransaction();
 		if (SPI_execute("SELECT (extract(epoch FROM greatest(pg_catalog.clock_timestamp(), least("
 						"  (SELECT min(next_attempt) FROM interop.async_request WHERE state = 'pending'), "
 						"  (SELECT min(coalesce(c.next_check, '-infinity')) FROM interop.peer p "
@@ -1071,9 +1048,7 @@ AsyncWorkerRound(long *timeout, bool woken)
 			elog(ERROR, "could not read interop.async_request");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		ms = isnull ? -1 : Max(10, DatumGetInt64(d));
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		EndWorkerTransaction();
 		if (ms >= 0 && (*timeout < 0 || ms < *timeout))
 			*timeout = (long) Min(ms, 60000);
 		/* distribution points are looked for every sync_interval */

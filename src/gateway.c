@@ -97,20 +97,8 @@ void
 RegisterGatewayWorkers(void)
 {
 	for (int i = 0; i < interop_gateway_workers; i++)
-	{
-		BackgroundWorker w;
-
-		memset(&w, 0, sizeof(w));
-		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		w.bgw_restart_time = 1;
-		snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
-		snprintf(w.bgw_function_name, BGW_MAXLEN, "GatewayMain");
-		snprintf(w.bgw_name, BGW_MAXLEN, "interop gateway %d", i + 1);
-		snprintf(w.bgw_type, BGW_MAXLEN, "interop gateway");
-		w.bgw_main_arg = Int32GetDatum(i + 1);
-		RegisterBackgroundWorker(&w);
-	}
+		RegisterInteropWorker("GatewayMain", psprintf("interop gateway %d", i + 1),
+							  "interop gateway", Int32GetDatum(i + 1));
 }
 
 /* GatewaySigterm - stop after the current request; cancel its query */

@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <limits.h>
 
+#include "access/xact.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -30,6 +31,7 @@
 #include "utils/memutils.h"
 #include "lib/stringinfo.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include <jansson.h>
 #include <openssl/err.h>
@@ -167,6 +169,49 @@ JanssonFree(void *ptr)
 {
 	if (ptr != NULL)
 		pfree(ptr);
+}
+
+/*
+ * RegisterInteropWorker - a static background worker of this library in
+ * interop.database, restarted a second after it exits with an error
+ */
+void
+RegisterInteropWorker(const char *function, const char *name, const char *type, Datum arg)
+{
+	BackgroundWorker w;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 1;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(w.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(w.bgw_type, BGW_MAXLEN, "%s", type);
+	w.bgw_main_arg = arg;
+	RegisterBackgroundWorker(&w);
+}
+
+/*
+ * BeginWorkerTransaction - in a background worker: a transaction with a
+ * snapshot, connected to SPI; EndWorkerTransaction commits it
+ */
+void
+BeginWorkerTransaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+void
+EndWorkerTransaction(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 }
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

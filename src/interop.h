@@ -156,6 +156,9 @@ extern int64 ValidConsent(const char *subject, const char *consumer, const char 
 
 /* in gateway.c */
 extern void RegisterGatewayWorkers(void);
+extern void BeginWorkerTransaction(void);
+extern void EndWorkerTransaction(void);
+extern void RegisterInteropWorker(const char *function, const char *name, const char *type, Datum arg);
 extern PGDLLEXPORT void GatewayMain(Datum arg);
 
 /* in interop.c */

@@ -566,15 +566,10 @@ WriteOneRecord(SharedRecord *rec)
 	{
 		ExchangeLog l;
 
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		BeginWorkerTransaction();
 		ReadRecord(rec, &l);
 		rec->id = LogExchange(&l);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		EndWorkerTransaction();
 		rec->written = true;
 	}
 	PG_CATCH();
@@ -608,10 +603,7 @@ WriteRecords(SharedRecord **recs, int n)
 	{
 		PG_TRY();
 		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
+			BeginWorkerTransaction();
 			for (int i = 0; i < n; i++)
 			{
 				ExchangeLog l;
@@ -619,9 +611,7 @@ WriteRecords(SharedRecord **recs, int n)
 				ReadRecord(recs[i], &l);
 				recs[i]->id = LogExchange(&l);
 			}
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
+			EndWorkerTransaction();
 			batch_ok = true;
 		}
 		PG_CATCH();
@@ -672,17 +662,7 @@ OneShotLogWriterMain(Datum arg)
 void
 RegisterLogWriter(void)
 {
-	BackgroundWorker w;
-
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 1;
-	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "LogWriterMain");
-	snprintf(w.bgw_name, BGW_MAXLEN, "interop log writer");
-	snprintf(w.bgw_type, BGW_MAXLEN, "interop log writer");
-	RegisterBackgroundWorker(&w);
+	RegisterInteropWorker("LogWriterMain", "interop log writer", "interop log writer", (Datum) 0);
 }
 
 static volatile sig_atomic_t writer_stop = false;

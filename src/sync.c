@@ -37,17 +37,7 @@ int			interop_seal_interval = 60000;
 void
 RegisterSyncWorker(void)
 {
-	BackgroundWorker w;
-
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 1;
-	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "SyncMain");
-	snprintf(w.bgw_name, BGW_MAXLEN, "interop sync");
-	snprintf(w.bgw_type, BGW_MAXLEN, "interop sync");
-	RegisterBackgroundWorker(&w);
+	RegisterInteropWorker("SyncMain", "interop sync", "interop sync", (Datum) 0);
 }
 
 /* SealRound - seal in a transaction of its own; a failure is logged */
@@ -61,17 +51,11 @@ SealRound(void)
 	{
 		int64		n = 0;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		BeginWorkerTransaction();
 		/* nothing to sign with before the node has an identity */
 		if (SPI_execute("SELECT 1 FROM interop.node", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			n = SealLogs();
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		EndWorkerTransaction();
 		if (n > 0)
 			elog(DEBUG1, "interop sync: sealed " INT64_FORMAT " records", n);
 	}
