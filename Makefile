@@ -10,10 +10,10 @@ EXTENSION = interop
 EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))interop.control)
 
 MODULE_big = interop
-OBJS = src/interop.o src/member_id.o src/jws.o src/keys.o src/x509.o src/publish.o src/protocol.o src/msglog.o src/gateway.o src/client.o src/consent.o src/seal.o src/sync.o src/async.o src/stats.o
+OBJS = src/interop.o src/member_id.o src/jws.o src/keys.o src/x509.o src/publish.o src/protocol.o src/msglog.o src/gateway.o src/client.o src/consent.o src/seal.o src/sync.o src/async.o src/stats.o src/changes.o
 
 # the install script is assembled from the parts beside the C, in this order
-SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql src/client.sql src/msglog.sql src/consent.sql src/seal.sql src/async.sql src/stats.sql
+SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql src/client.sql src/msglog.sql src/consent.sql src/seal.sql src/async.sql src/stats.sql src/subscribe.sql
 DATA_built = interop--$(EXTVERSION).sql
 
 PG_CPPFLAGS = -DINTEROP_VERSION='"$(EXTVERSION)"' -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare

@@ -36,6 +36,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -57,13 +58,15 @@ int			interop_sync_interval = 300000;
 /* one transfer in flight */
 typedef struct Transfer
 {
-	char		kind;			/* 'q': an asynchronous query; 'c': a catalog; 'r': a CRL */
+	char		kind;			/* 'q': an asynchronous query; 'c': a catalog; 'r': a CRL;
+								 * 's': a subscription's pull */
 	bool		busy;
 	bool		finished;
 	CURL	   *easy;
 	MemoryContext cxt;
 	int64		id;
 	int			attempts;		/* before this one */
+	char	   *name;			/* what DueOfKind knows it by: peer, URL or subscription id */
 	char	   *provider;
 	char	   *service;
 	char	   *purpose;
@@ -80,6 +83,9 @@ typedef struct Transfer
 	TimestampTz started;
 	char	   *etag_sent;		/* catalog: the ETag we have, sent as If-None-Match */
 	char		etag_got[128];	/* catalog: the answer's ETag */
+	char	   *cursor;			/* subscription: the cursor sent (NULL: start) */
+	Oid			target;			/* subscription: the local table */
+	char	   *owner;			/* subscription: the role that applies */
 } Transfer;
 
 static Transfer transfers[ASYNC_CONCURRENCY];
@@ -269,7 +275,7 @@ StartTransfer(Transfer *t)
 	t->etag_got[0] = '\0';
 	t->headers = curl_slist_append(NULL, "Accept: application/jose");
 	t->headers = curl_slist_append(t->headers, "Expect:");
-	if (t->kind == 'q')
+	if (t->kind == 'q' || t->kind == 's')
 		t->headers = curl_slist_append(t->headers, "Content-Type: application/jose");
 	else if (t->etag_sent)
 		t->headers = curl_slist_append(t->headers, psprintf("If-None-Match: %s", t->etag_sent));
@@ -284,7 +290,7 @@ StartTransfer(Transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
 	/* CRLs are signed, and distribution points are plain HTTP */
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, t->kind == 'r' ? "http" : "https");
-	if (t->kind == 'q')
+	if (t->kind == 'q' || t->kind == 's')
 	{
 		curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request);
@@ -630,6 +636,184 @@ JudgeCrl(Transfer *t)
 	RecordCrl(t, NULL);
 }
 
+/* ---- subscriptions (src/changes.c, src/subscribe.sql) ---- */
+
+/* a pull's result, for RecordPull */
+typedef struct Pull
+{
+	const char *state;			/* done, expired (start a new copy) or failed (retry later) */
+	long		status;
+	const char *error_code;
+	char	   *message;
+	char	   *response;
+	char	   *next;			/* done: the provider's next cursor */
+	bool		more;			/* done: pull again at once */
+	int			nrows;			/* done: upserts + deletes */
+} Pull;
+
+/*
+ * RecordPull - store the outcome of a pull with the subscription, and log
+ * the exchange; in the transaction that applied the batch.  A failure
+ * backs off from 0.5 s, doubling, to an hour, never sooner than "every".
+ */
+static void
+RecordPull(Transfer *t, Pull *p)
+{
+	Datum		values[7];
+	char		nulls[8] = "       ";
+	Oid			types[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, BOOLOID, TEXTOID, TIMESTAMPTZOID};
+	ExchangeLog l;
+
+	values[0] = Int64GetDatum(t->id);
+	values[1] = CStringGetTextDatum(p->state);
+	values[2] = p->next ? CStringGetTextDatum(p->next) : (Datum) 0;
+	nulls[2] = p->next ? ' ' : 'n';
+	values[3] = Int32GetDatum(p->nrows);
+	values[4] = BoolGetDatum(p->more);
+	values[5] = p->message ? CStringGetTextDatum(p->message) : (Datum) 0;
+	nulls[5] = p->message ? ' ' : 'n';
+	values[6] = TimestampTzGetDatum(t->started);
+	if (SPI_execute_with_args("UPDATE interop.subscription SET "
+							  "cursor = CASE $2 WHEN 'done' THEN $3::jsonb WHEN 'expired' THEN NULL ELSE cursor END, "
+							  "phase = CASE $2 WHEN 'done' THEN CASE WHEN $3::jsonb ? 'copy' THEN 'copy' ELSE 'sync' END "
+							  "  WHEN 'expired' THEN 'copy' ELSE phase END, "
+							  "rows_copied = CASE WHEN $2 = 'done' AND phase = 'copy' "
+							  "  THEN CASE WHEN cursor IS NULL THEN 0 ELSE rows_copied END + $4 ELSE rows_copied END, "
+							  "changes_applied = changes_applied + CASE WHEN $2 = 'done' AND phase = 'sync' THEN $4 ELSE 0 END, "
+							  "batches = batches + CASE WHEN $2 = 'done' THEN 1 ELSE 0 END, "
+							  "copy_started_at = CASE WHEN $2 = 'done' AND cursor IS NULL THEN $7 ELSE copy_started_at END, "
+							  "copy_finished_at = CASE WHEN $2 = 'done' AND cursor IS NULL THEN NULL ELSE copy_finished_at END, "
+							  "synced_at = CASE WHEN $2 = 'done' AND NOT $5 THEN $7 ELSE synced_at END, "
+							  "last_pull_at = pg_catalog.clock_timestamp(), "
+							  "failures = CASE WHEN $2 = 'failed' THEN failures + 1 ELSE 0 END, "
+							  "last_error = $6, "
+							  "next_pull = pg_catalog.clock_timestamp() + CASE "
+							  "  WHEN $2 = 'done' AND $5 THEN interval '0' WHEN $2 = 'done' THEN every "
+							  "  WHEN $2 = 'expired' THEN interval '0' "
+							  "  ELSE greatest(every, least(3600, 0.5 * 2 ^ least(failures, 13)) * interval '1 s') END "
+							  "WHERE id = $1",
+							  7, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update subscription " INT64_FORMAT, t->id);
+	if (strcmp(p->state, "done") == 0 &&
+		SPI_execute_with_args("UPDATE interop.subscription SET copy_finished_at = pg_catalog.clock_timestamp() "
+							  "WHERE id = $1 AND phase = 'sync' AND copy_finished_at IS NULL",
+							  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update subscription " INT64_FORMAT, t->id);
+
+	memset(&l, 0, sizeof(l));
+	l.direction = "out";
+	l.peer = t->provider;
+	l.service = t->service;
+	l.purpose = t->purpose;
+	l.jti = t->jti;
+	l.request_hash = t->req_hash;
+	l.request = t->request;
+	l.response = p->response;
+	l.status = (int) p->status;
+	l.error_code = p->error_code;
+	l.error_message = p->message;
+	l.row_count = strcmp(p->state, "done") == 0 ? p->nrows : -1;
+	l.duration_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+	LogExchange(&l);
+	CountExchange('p', t->provider, (int) p->status, l.duration_ms, p->message);
+}
+
+/* ArrayClaimSize - the length of an array claim, or -1 */
+static int
+ArrayClaimSize(Jsonb *payload, const char *key)
+{
+	JsonbValue *v = ResponseClaim(payload, key);
+
+	return (v && v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data)) ?
+		(int) JsonContainerSize(v->val.binary.data) : -1;
+}
+
+/*
+ * JudgeSubscription - verify a batch and apply it with its cursor (may
+ * raise an ERROR: the caller's subtransaction then rolls the batch back
+ * and records the failure).
+ */
+static void
+JudgeSubscription(Transfer *t)
+{
+	char	   *ctype = NULL;
+	Jsonb	   *payload;
+	char	   *code;
+	char	   *message;
+	Pull		p;
+	JsonbValue *v;
+	int			nup;
+	int			ndel;
+	int64		applied;
+	Oid			owner;
+	Datum		idv = Int64GetDatum(t->id);
+	Oid			idt = INT8OID;
+
+	memset(&p, 0, sizeof(p));
+	p.state = "failed";
+
+	/* unsubscribed meanwhile: nothing to apply */
+	if (SPI_execute_with_args("SELECT 1 FROM interop.subscription WHERE id = $1 FOR UPDATE",
+							  1, &idt, &idv, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read subscription " INT64_FORMAT, t->id);
+	if (SPI_processed == 0)
+		return;
+
+	if (t->rc != CURLE_OK)
+	{
+		ReuseAllowed(t->url, "");
+		p.error_code = t->mismatch ? "IX006" : "08006";
+		p.message = t->mismatch ?
+			psprintf("peer at %s is not %s: its TLS certificate names \"%s\"", t->url, t->provider, t->presented) :
+			psprintf("could not reach peer %s: %s", t->provider, t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc));
+		RecordPull(t, &p);
+		return;
+	}
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &p.status);
+	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	if (ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
+	{
+		p.error_code = "IX011";
+		p.message = psprintf("peer %s answered HTTP %ld without a signed body", t->provider, p.status);
+		RecordPull(t, &p);
+		return;
+	}
+	p.response = pnstrdup(t->got.data ? t->got.data : "", t->got.len);
+	payload = CheckResponse(p.response, t->got.len, t->provider, t->jti, t->req_hash, &code, &message);
+	if (code != NULL)
+	{
+		p.state = p.status == 410 ? "expired" : "failed";
+		p.error_code = psprintf("IX%03ld", p.status >= 400 && p.status <= 599 ? p.status : 500);
+		p.message = psprintf("peer %s refused the changes of service \"%s\": %s: %s",
+							 t->provider, t->service, code, message);
+		RecordPull(t, &p);
+		return;
+	}
+	nup = ArrayClaimSize(payload, "upserts");
+	ndel = ArrayClaimSize(payload, "deletes");
+	v = ResponseClaim(payload, "next");
+	if (p.status != 200 || nup < 0 || ndel < 0 || v == NULL || v->type != jbvBinary ||
+		!JsonContainerIsObject(v->val.binary.data) || ArrayClaimSize(payload, "key") < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("invalid batch from %s", t->provider),
+				 errdetail("HTTP %ld; a batch has the claims key, upserts, deletes and next.", p.status)));
+	p.next = JsonbToCString(NULL, v->val.binary.data, -1);
+	v = ResponseClaim(payload, "more");
+	p.more = v != NULL && v->type == jbvBool && v->val.boolean;
+	p.nrows = nup + ndel;
+
+	owner = get_role_oid(t->owner, true);
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" of subscription " INT64_FORMAT " does not exist", t->owner, t->id),
+				 errhint("Subscribe again as an existing role.")));
+	ApplyChanges(t->target, owner, payload, t->cursor == NULL, &applied);
+	p.state = "done";
+	RecordPull(t, &p);
+}
+
 /* JudgeAndRecord - one finished transfer, in a subtransaction of its own */
 static void
 JudgeAndRecord(Transfer *t)
@@ -645,6 +829,8 @@ JudgeAndRecord(Transfer *t)
 			JudgeCatalog(t);
 		else if (t->kind == 'r')
 			JudgeCrl(t);
+		else if (t->kind == 's')
+			JudgeSubscription(t);
 		else
 		{
 			Judge(t, &o);
@@ -673,6 +859,21 @@ JudgeAndRecord(Transfer *t)
 		if (t->kind == 'c')
 		{
 			RecordCatalog(t, 0, NULL, edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message);
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			return;
+		}
+		if (t->kind == 's')
+		{
+			/* not applied: the cursor stays, and the pull is retried later */
+			Pull		p;
+
+			memset(&p, 0, sizeof(p));
+			p.state = "failed";
+			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &p.status);
+			p.error_code = unpack_sql_state(edata->sqlerrcode);
+			p.message = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
+			RecordPull(t, &p);
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
 			return;
@@ -752,7 +953,7 @@ DueOfKind(char kind, const char *sql)
 		if (transfers[i].cxt == NULL)
 			nfree++;
 		else if (transfers[i].kind == kind)
-			busy[nbusy++] = CStringGetTextDatum(transfers[i].provider);
+			busy[nbusy++] = CStringGetTextDatum(transfers[i].name);
 	}
 	if (nfree == 0)
 		return 0;
@@ -764,12 +965,12 @@ DueOfKind(char kind, const char *sql)
 }
 
 /*
- * ClaimSlot - a free slot for a GET transfer of kind to url; name is the
- * peer or the URL.  Its memory is the slot's context.  NULL when none is
- * free.
+ * ClaimSlot - a free slot for a transfer of kind to url; name is what
+ * DueOfKind knows it by, provider the member id the TLS peer must be (or
+ * the URL).  Its memory is the slot's context.  NULL when none is free.
  */
 static Transfer *
-ClaimSlot(char kind, const char *name, const char *url, const char *etag)
+ClaimSlot(char kind, const char *name, const char *provider, const char *url, const char *etag)
 {
 	Transfer   *t = NULL;
 	MemoryContext old;
@@ -783,10 +984,13 @@ ClaimSlot(char kind, const char *name, const char *url, const char *etag)
 	old = MemoryContextSwitchTo(t->cxt);
 	t->kind = kind;
 	t->id = 0;
-	t->provider = pstrdup(name);
+	t->name = pstrdup(name);
+	t->provider = pstrdup(provider);
 	t->url = pstrdup(url);
 	t->etag_sent = etag ? pstrdup(etag) : NULL;
 	t->request = t->jti = t->req_hash = t->service = t->purpose = NULL;
+	t->cursor = t->owner = NULL;
+	t->target = InvalidOid;
 	MemoryContextSwitchTo(old);
 	return t;
 }
@@ -813,7 +1017,7 @@ StartCatalogs(void)
 	if (nrows > 0)
 		LoadClientIdentity();
 	for (uint64 r = 0; r < nrows; r++)
-		if (ClaimSlot('c', SPI_getvalue(tt->vals[r], tt->tupdesc, 1),
+		if (ClaimSlot('c', SPI_getvalue(tt->vals[r], tt->tupdesc, 1), SPI_getvalue(tt->vals[r], tt->tupdesc, 1),
 					  psprintf("%s/v1/catalog", SPI_getvalue(tt->vals[r], tt->tupdesc, 2)),
 					  SPI_getvalue(tt->vals[r], tt->tupdesc, 3)) == NULL)
 			break;
@@ -863,8 +1067,58 @@ StartCrls(void)
 	{
 		char	   *url = SPI_getvalue(tt->vals[r], tt->tupdesc, 1);
 
-		if (ClaimSlot('r', url, url, NULL) == NULL)
+		if (ClaimSlot('r', url, url, url, NULL) == NULL)
 			break;
+	}
+}
+
+/*
+ * StartSubscriptions - claim free slots for the subscriptions due for a
+ * pull, each with a freshly signed request carrying its cursor.  In
+ * StartDue's transaction.
+ */
+static void
+StartSubscriptions(void)
+{
+	SPITupleTable *tt;
+	uint64		nrows;
+
+	if (SPI_execute("SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1) != SPI_OK_SELECT ||
+		SPI_processed == 0)
+		return;
+	nrows = DueOfKind('s', "SELECT s.id::text, s.provider::text, p.base_url, s.service, s.purpose, "
+					  "s.cursor::text, s.target::oid, s.owner::text "
+					  "FROM interop.subscription s JOIN interop.peer p ON p.member_id = s.provider "
+					  "WHERE s.next_pull <= pg_catalog.clock_timestamp() AND s.id::text <> ALL ($1) "
+					  "ORDER BY s.next_pull LIMIT $2");
+	tt = SPI_tuptable;
+	if (nrows > 0)
+		LoadClientIdentity();
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		Transfer   *t = ClaimSlot('s', SPI_getvalue(tup, tt->tupdesc, 1), SPI_getvalue(tup, tt->tupdesc, 2),
+								  psprintf("%s/v1/changes", SPI_getvalue(tup, tt->tupdesc, 3)), NULL);
+		MemoryContext old;
+		bool		isnull;
+		char	   *claims;
+
+		if (t == NULL)
+			break;
+		old = MemoryContextSwitchTo(t->cxt);
+		t->id = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(t->name)));
+		t->service = SPI_getvalue(tup, tt->tupdesc, 4);
+		t->purpose = SPI_getvalue(tup, tt->tupdesc, 5);
+		t->cursor = SPI_getvalue(tup, tt->tupdesc, 6);
+		t->target = DatumGetObjectId(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
+		t->owner = SPI_getvalue(tup, tt->tupdesc, 8);
+		t->jti = NewJti();
+		claims = BuildRequest(t->provider, t->service, "{}", t->purpose, t->jti,
+							  Max(60, interop_request_timeout / 1000 + interop_max_clock_skew),
+							  t->cursor ? t->cursor : "null");
+		t->request = JwsSignJson(claims, strlen(claims));
+		t->req_hash = RequestHash(t->request, strlen(t->request));
+		MemoryContextSwitchTo(old);
 	}
 }
 
@@ -929,6 +1183,7 @@ StartDue(void)
 		old = MemoryContextSwitchTo(t->cxt);
 		t->kind = 'q';
 		t->etag_sent = NULL;
+		t->name = NULL;
 		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		t->provider = SPI_getvalue(tup, desc, 2);
 		t->service = SPI_getvalue(tup, desc, 3);
@@ -957,7 +1212,7 @@ StartDue(void)
 		if (t->request == NULL && t->url != NULL)
 		{
 			char	   *claims = BuildRequest(t->provider, t->service, SPI_getvalue(tup, desc, 5),
-											  t->purpose, t->jti, ASYNC_LIFETIME);
+											  t->purpose, t->jti, ASYNC_LIFETIME, NULL);
 			Datum		args[2];
 			Oid			argtypes[2] = {INT8OID, TEXTOID};
 
@@ -976,6 +1231,7 @@ StartDue(void)
 	}
 	StartCatalogs();
 	StartCrls();
+	StartSubscriptions();
 	EndWorkerTransaction();
 
 	/* the requests are stored: send them */
@@ -1043,7 +1299,8 @@ AsyncWorkerRound(long *timeout, bool woken)
 						"  (SELECT min(coalesce(c.next_check, '-infinity')) FROM interop.peer p "
 						"   LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
 						"   WHERE EXISTS (SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL)), "
-						"  (SELECT min(next_fetch) FROM interop.crl_source))) "
+						"  (SELECT min(next_fetch) FROM interop.crl_source), "
+						"  (SELECT min(next_pull) FROM interop.subscription))) "
 						"  - pg_catalog.clock_timestamp()) * 1000)::bigint", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read interop.async_request");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -571,7 +571,7 @@ CallPeer(Call *c, ReturnSetInfo *rsinfo)
 	/* sign and send */
 	c->jti = NewJti();
 	request = BuildRequest(c->provider, c->service, c->params_json, c->purpose, c->jti,
-						   Max(60, interop_request_timeout / 1000 + interop_max_clock_skew));
+						   Max(60, interop_request_timeout / 1000 + interop_max_clock_skew), NULL);
 	c->request = JwsSignJson(request, strlen(request));
 	c->req_hash = RequestHash(c->request, strlen(c->request));
 	HttpExchange(c->provider, url, c->request, &c->res);

@@ -320,6 +320,8 @@ ReasonPhrase(int status)
 			return "Method Not Allowed";
 		case 409:
 			return "Conflict";
+		case 410:
+			return "Gone";
 		case 413:
 			return "Payload Too Large";
 		case 429:
@@ -412,6 +414,7 @@ typedef struct Exchange
 	TimestampTz started;
 	MemoryContext cxt;			/* the request's: what must outlive the commit */
 	ExchangeRequest req;		/* filled by CheckRequest as far as it got */
+	bool		changes;		/* POST /v1/changes rather than /v1/query */
 	ExchangeLog log;
 	Answer		answer;
 } Exchange;
@@ -530,6 +533,7 @@ ServeVerified(Exchange *x)
 	LoggedAnswer first;
 	bool		ok;
 	char	   *payload;
+	char	   *answer_json = NULL;
 
 	x->log.peer = req->iss;
 	x->log.service = req->svc;
@@ -560,13 +564,16 @@ ServeVerified(Exchange *x)
 	sreq.params = req->params;
 	sreq.purpose = req->purpose;
 	enable_timeout_after(STATEMENT_TIMEOUT, interop_request_timeout);
-	ok = ServeRequest(&sreq, &ans, &refusal);
+	if (x->changes)
+		ok = ServeChanges(&sreq, req->since, &ans, &answer_json, &refusal);
+	else if ((ok = ServeRequest(&sreq, &ans, &refusal)))
+		answer_json = AnswerJson(&ans);
 	disable_timeout(STATEMENT_TIMEOUT, false);
 
 	/* sign */
 	if (ok)
 	{
-		payload = BuildAnswer(req, ans.subject, AnswerJson(&ans));
+		payload = BuildAnswer(req, ans.subject, answer_json);
 		if (strlen(payload) > (size_t) interop_max_response_size)
 		{
 			ok = false;
@@ -663,7 +670,7 @@ RequestBody(struct evhttp_request *hreq, Exchange *x)
 	x->body = x->len ? (const char *) evbuffer_pullup(in, -1) : "";
 }
 
-/* HandleQuery - POST /v1/query */
+/* HandleQuery - POST /v1/query, and POST /v1/changes (x->changes) */
 static void
 HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 {
@@ -683,7 +690,8 @@ HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 					 errdetail("A request is sent as Content-Type: application/jose, not %s.",
 							   ctype ? ctype : "without a content type")));
 		CheckRequest(x->body, x->len, x->tls_member, &x->req);
-		pgstat_report_activity(STATE_RUNNING, psprintf("POST /v1/query %s from %s", x->req.svc, x->req.iss));
+		pgstat_report_activity(STATE_RUNNING, psprintf("POST /v1/%s %s from %s", x->changes ? "changes" : "query",
+													   x->req.svc, x->req.iss));
 		ServeVerified(x);
 		EndRequest(cxt);
 	}
@@ -865,6 +873,16 @@ static const char openapi_json[] =
 "\"413\":{\"description\":\"too_large\"},"
 "\"429\":{\"description\":\"overloaded: retry with a new connection\"},"
 "\"500\":{\"description\":\"internal_error or timeout\"}}}},"
+"\"/v1/changes\":{\"post\":{\"summary\":\"Pull the rows of a service that tracks changes: a copy in pages, then the changes after a cursor\","
+"\"requestBody\":{\"required\":true,\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\",\"description\":\"JWS whose payload has the request claims and since (the cursor from the last answer's next, or null)\"}}}},"
+"\"responses\":{"
+"\"200\":{\"description\":\"signed batch: iss, aud, jti, req, iat, columns, key, upserts, deletes, next, more\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
+"\"400\":{\"description\":\"malformed request or cursor\"},"
+"\"401\":{\"description\":\"as for /v1/query\"},"
+"\"403\":{\"description\":\"access_denied, purpose_not_allowed\"},"
+"\"404\":{\"description\":\"unknown_service, or a service that does not track changes\"},"
+"\"410\":{\"description\":\"cursor_expired: start again with since = null\"},"
+"\"503\":{\"description\":\"not_ready: try again later\"}}}},"
 "\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
 "\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
 "\"401\":{\"description\":\"client_certificate_required\"}}}},"
@@ -906,6 +924,14 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 		else
 			PlainAnswer(&x.answer, 405, "method_not_allowed", "/v1/query takes POST");
 	}
+	else if (strcmp(path, "/v1/changes") == 0)
+	{
+		x.changes = true;
+		if (method == EVHTTP_REQ_POST)
+			HandleQuery(hreq, &x, cxt);
+		else
+			PlainAnswer(&x.answer, 405, "method_not_allowed", "/v1/changes takes POST");
+	}
 	else if (strcmp(path, "/v1/catalog") == 0 || strcmp(path, "/v1/health") == 0 ||
 			 strcmp(path, "/v1/openapi.json") == 0)
 	{
@@ -936,7 +962,8 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	/* count it: a query by its service once verified, the rest by endpoint */
 	CountExchange('g',
 				  path == NULL ? "(other)" :
-				  strcmp(path, "/v1/query") == 0 ? (x.req.svc ? x.req.svc : "(unverified)") :
+				  (strcmp(path, "/v1/query") == 0 || strcmp(path, "/v1/changes") == 0) ?
+				  (x.req.svc ? x.req.svc : "(unverified)") :
 				  (strcmp(path, "/v1/catalog") == 0 || strcmp(path, "/v1/health") == 0 ||
 				   strcmp(path, "/v1/openapi.json") == 0 || strcmp(path, "/metrics") == 0) ? path : "(other)",
 				  x.answer.status, (double) (GetCurrentTimestamp() - x.started) / 1000.0,

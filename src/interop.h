@@ -84,7 +84,22 @@ typedef struct ExchangeRequest
 	int64		exp;
 	char	   *jti;			/* canonical lower-case UUID */
 	char	   *hash;			/* base64url SHA-256 of the request bytes */
+	Jsonb	   *since;			/* POST /v1/changes: the cursor object, or NULL */
 } ExchangeRequest;
+
+/* a published service, as stored in interop.service */
+typedef struct Service
+{
+	char	   *name;
+	Oid			source;
+	int			nfilters;
+	char	  **filters;
+	char	   *subject_column;
+	bool		requires_consent;
+	int			max_rows;
+	Oid			owner;
+	bool		track_changes;
+} Service;
 
 /* a request to a service, after the message itself was verified (publish.c) */
 typedef struct ServiceRequest
@@ -251,7 +266,8 @@ extern PGDLLEXPORT void OneShotLogWriterMain(Datum arg);
 extern char *RequestHash(const char *body, size_t len);
 extern char *NewJti(void);
 extern char *BuildRequest(const char *provider, const char *service, const char *params_json,
-						  const char *purpose, const char *jti, int64 lifetime);
+						  const char *purpose, const char *jti, int64 lifetime,
+						  const char *since_json);
 extern void CheckRequest(const char *body, size_t len, const char *tls_member,
 						 ExchangeRequest *req);
 extern char *BuildAnswer(const ExchangeRequest *req, const char *subject, const char *answer_json);
@@ -272,6 +288,16 @@ extern void InvalidateNodeCache(void);
 extern bool ServeRequest(const ServiceRequest *req, ServiceAnswer *ans, ServiceRefusal *refusal);
 extern char *AnswerJson(const ServiceAnswer *ans);
 extern char *CatalogJson(const char *consumer);
+extern bool Refuse(ServiceRefusal *r, int status, const char *code, const char *fmt,...) pg_attribute_printf(4, 5);
+extern bool LoadService(const char *name, Service *svc, ServiceRefusal *refusal);
+extern bool AuthorizeConsumer(const Service *svc, const ServiceRequest *req, ServiceAnswer *ans,
+							  ServiceRefusal *refusal);
+extern char *EqualityOperator(Oid type);
+
+/* in changes.c */
+extern bool ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans,
+						 char **answer_json, ServiceRefusal *refusal);
+extern bool ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, int64 *applied);
 
 /* in x509.c */
 extern bool InstallCrl(X509_CRL *crl);

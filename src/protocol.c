@@ -195,10 +195,12 @@ AppendJsonString(StringInfo buf, const char *s)
 /*
  * BuildRequest - the claims of a request, as UTF-8 JSON text.  params_json
  * is a JSON object in the database encoding; purpose may be NULL.
+ * since_json, for POST /v1/changes, is the cursor (a JSON object or null),
+ * or NULL for a query.
  */
 char *
 BuildRequest(const char *provider, const char *service, const char *params_json,
-			 const char *purpose, const char *jti, int64 lifetime)
+			 const char *purpose, const char *jti, int64 lifetime, const char *since_json)
 {
 	StringInfoData buf;
 	int64		now = UnixNow();
@@ -220,6 +222,11 @@ BuildRequest(const char *provider, const char *service, const char *params_json,
 	appendStringInfo(&buf, ",\"iat\":" INT64_FORMAT ",\"exp\":" INT64_FORMAT ",\"jti\":",
 					 now, now + lifetime);
 	AppendJsonString(&buf, jti);
+	if (since_json)
+	{
+		appendStringInfoString(&buf, ",\"since\":");
+		appendStringInfoString(&buf, since_json);
+	}
 	appendStringInfoChar(&buf, '}');
 	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
 }
@@ -337,6 +344,11 @@ CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeReque
 		req->params = JsonbValueToJsonb(params);
 	else
 		BadClaims(what, "The claim \"params\" is not a JSON object.");
+	params = Claim(jb, "since");
+	if (params != NULL && params->type == jbvBinary && JsonContainerIsObject(params->val.binary.data))
+		req->since = JsonbValueToJsonb(params);
+	else if (params != NULL && params->type != jbvNull)
+		BadClaims(what, "The claim \"since\" is not a JSON object.");
 }
 
 /* AppendBinding - the claims that bind an answer to its request */

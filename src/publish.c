@@ -45,23 +45,9 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
-/* a published service, as stored in interop.service */
-typedef struct Service
-{
-	char	   *name;
-	Oid			source;
-	int			nfilters;
-	char	  **filters;
-	char	   *subject_column;
-	bool		requires_consent;
-	int			max_rows;
-	Oid			owner;
-} Service;
 
 /* Refuse - fill a refusal and return false */
-static bool
-Refuse(ServiceRefusal *r, int status, const char *code, const char *fmt,...) pg_attribute_printf(4, 5);
-static bool
+bool
 Refuse(ServiceRefusal *r, int status, const char *code, const char *fmt,...)
 {
 	va_list		ap;
@@ -86,7 +72,7 @@ Refuse(ServiceRefusal *r, int status, const char *code, const char *fmt,...)
 }
 
 /* LoadService - the service row, or a 404 refusal */
-static bool
+bool
 LoadService(const char *name, Service *svc, ServiceRefusal *refusal)
 {
 	Oid			argtypes[1] = {TEXTOID};
@@ -98,7 +84,7 @@ LoadService(const char *name, Service *svc, ServiceRefusal *refusal)
 	Datum		d;
 
 	ret = ExecuteCached("SELECT name, source::oid, filter_columns, subject_column, "
-						"requires_consent, max_rows, owner::oid "
+						"requires_consent, max_rows, owner::oid, track_changes "
 						"FROM interop.service WHERE name = $1",
 						1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -126,11 +112,12 @@ LoadService(const char *name, Service *svc, ServiceRefusal *refusal)
 	svc->requires_consent = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	svc->max_rows = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	svc->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	svc->track_changes = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	return true;
 }
 
 /* AuthorizeConsumer - an access grant for this consumer and purpose, or 403 */
-static bool
+bool
 AuthorizeConsumer(const Service *svc, const ServiceRequest *req, ServiceAnswer *ans,
 				  ServiceRefusal *refusal)
 {
@@ -316,7 +303,7 @@ BindFilters(const Service *svc, Jsonb *params, BoundFilter **filters, int *nfilt
 }
 
 /* EqualityOperator - "OPERATOR(schema.=)" for a type, or NULL */
-static char *
+char *
 EqualityOperator(Oid type)
 {
 	TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_EQ_OPR);

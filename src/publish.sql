@@ -96,10 +96,28 @@ BEGIN
                   HINT = format('Add %L to filter_columns.', NEW.subject_column);
     END IF;
     IF NEW.track_changes THEN
-        RAISE EXCEPTION 'track_changes is not available yet'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Change capture comes with the sync worker; this version cannot serve /v1/changes.',
-                  HINT = 'Publish with track_changes => false.';
+        IF kind <> 'r' THEN
+            RAISE EXCEPTION 'cannot track changes of "%"', NEW.source
+                USING ERRCODE = 'wrong_object_type',
+                      DETAIL = 'track_changes captures changes with triggers on a table; views have none.',
+                      HINT = 'Publish the table itself with track_changes => true.';
+        END IF;
+        IF interop.primary_key_of(NEW.source) IS NULL THEN
+            RAISE EXCEPTION 'table "%" has no primary key', NEW.source
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'Subscribers apply changes by primary key.',
+                      HINT = 'Add a primary key, or publish with track_changes => false.';
+        END IF;
+        IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = NEW.source), 'USAGE') THEN
+            RAISE EXCEPTION 'only the owner of "%" can publish it with track_changes', NEW.source
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'track_changes adds triggers to the table.';
+        END IF;
+        IF NEW.requires_consent THEN
+            RAISE EXCEPTION 'a service that requires consent cannot track changes'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A subscription copies every row; consent is given per subject and per request.';
+        END IF;
     END IF;
     RETURN NEW;
 END

@@ -1,0 +1,134 @@
+# 007_subscribe.pl: subscriptions (POST /v1/changes, interop.subscribe).
+# Proves, comparing the consumer's table with the provider's row by row:
+#  - the initial copy, in pages, then incremental upserts and deletes;
+#  - updates and deletes of the same key, and a primary key update, within
+#    one batch;
+#  - a provider restart in the middle of a copy;
+#  - kill -9 of the consumer's sync worker in the middle of a copy and of
+#    a stream of changes;
+#  - a pruned change log: the consumer is told 410 and copies again;
+#  - a subscription to a service the consumer may not read, or that does
+#    not track changes: no rows, the refusal in stat_subscription;
+#  - TRUNCATE of a tracked table is refused; unpublishing removes the
+#    capture triggers.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use InteropTest;
+
+my $ca = federation_ca(PostgreSQL::Test::Utils::tempdir());
+my $POP = 'MN/GOV/1000001/population';
+my $TAX = 'MN/GOV/2000002/tax';
+my $pop = new_node('population', $POP, $ca, 'interop.seal_interval' => 0);
+my $tax = new_node('tax', $TAX, $ca, 'interop.gateway_workers' => 0, 'restart_after_crash' => 'on',
+	'interop.seal_interval' => 0);
+
+# a table whose rows are compared: every column, in key order
+sub digest
+{
+	my ($node, $table) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM $table t");
+}
+
+# until the consumer's table equals the provider's (and the subscription is in sync)
+sub converges
+{
+	my ($source, $target) = @_;
+	my $deadline = time() + 90;
+	my ($want, $got) = ('', '');
+	while (time() < $deadline)
+	{
+		$want = digest($pop, $source);
+		$got = digest($tax, $target);
+		return 1 if $want eq $got && $tax->safe_psql('postgres', qq{
+			SELECT phase = 'sync' AND last_error IS NULL FROM interop.subscription WHERE target = '$target'::regclass}) eq 't';
+		usleep(200_000);
+	}
+	diag("provider $want, consumer $got");
+	return 0;
+}
+
+$pop->safe_psql('postgres', qq{
+	CREATE TABLE register (id int PRIMARY KEY, name text NOT NULL, born date, tags text[], extra jsonb);
+	INSERT INTO register SELECT i, 'Person ' || i, date '1950-01-01' + i, ARRAY['t' || (i % 7)],
+	                            jsonb_build_object('n', i, 's', 'x"y')
+	FROM generate_series(1, 1000) i;
+	SELECT interop.publish('register', 'register', max_rows => 100, track_changes => true);
+	SELECT interop.grant_access('register', '$TAX', purposes => '{statistics}');
+	CREATE TABLE big (id int PRIMARY KEY, v text);
+	INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 30000) i;
+	SELECT interop.publish('big', 'big', max_rows => 200, track_changes => true);
+	SELECT interop.grant_access('big', '$TAX');
+	CREATE TABLE secret (id int PRIMARY KEY, v text);
+	INSERT INTO secret VALUES (1, 'classified');
+	SELECT interop.publish('secret', 'secret', track_changes => true);
+	SELECT interop.publish('lookup', 'register', filter_columns => '{id}');
+	SELECT interop.grant_access('lookup', '$TAX');
+});
+$tax->safe_psql('postgres', qq{
+	SELECT interop.add_peer('$POP', '@{[gateway_url($pop)]}');
+	CREATE TABLE register_copy (id int PRIMARY KEY, name text NOT NULL, born date, tags text[], extra jsonb);
+	CREATE TABLE big_copy (id int PRIMARY KEY, v text);
+	CREATE TABLE secret_copy (id int PRIMARY KEY, v text);
+	CREATE TABLE lookup_copy (id int PRIMARY KEY, name text NOT NULL, born date, tags text[], extra jsonb);
+});
+ok(wait_for_gateway($pop, "$ca/fedroot/ca.crt", $tax), 'the provider gateway is up');
+
+# ---- the initial copy ----
+
+$tax->safe_psql('postgres', qq{
+	INSERT INTO register_copy VALUES (5000, 'stale row, not at the provider', NULL, NULL, NULL);
+	SELECT interop.subscribe('$POP', 'register', 'register_copy', 'statistics', every => '200 ms')});
+ok(converges('register', 'register_copy'), 'the initial copy makes the table equal to the provider\'s');
+is($tax->safe_psql('postgres', q{
+	SELECT rows_copied, batches >= 10, copy_finished_at IS NOT NULL, lag < interval '30 s'
+	FROM interop.stat_subscription WHERE service = 'register'}), '1000|t|t|t',
+	'1000 rows copied in pages of at most 100 (max_rows), then in sync');
+is($tax->safe_psql('postgres', q{
+	SELECT count(*) > 0, bool_and(status = 200) FROM interop.message_log WHERE direction = 'out' AND service = 'register'}),
+	't|t', 'every pull is logged by the consumer');
+is($pop->safe_psql('postgres', q{
+	SELECT count(*) > 0, bool_and(status = 200) FROM interop.message_log WHERE direction = 'in' AND service = 'register'}),
+	't|t', 'and by the provider');
+
+# ---- changes ----
+
+$pop->safe_psql('postgres', q{
+	UPDATE register SET name = name || ' (moved)' WHERE id % 10 = 0;
+	DELETE FROM register WHERE id BETWEEN 500 AND 520;
+	INSERT INTO register SELECT i, 'New ' || i FROM generate_series(1001, 1100) i;
+});
+ok(converges('register', 'register_copy'), 'updates, deletes and inserts reach the consumer');
+
+# in one batch: the same key updated then deleted, inserted then deleted,
+# deleted then inserted again, and a primary key changed
+$tax->safe_psql('postgres', q{UPDATE interop.subscription SET next_pull = now() + interval '1 hour'});
+$pop->safe_psql('postgres', q{
+	UPDATE register SET name = 'first' WHERE id = 1;
+	UPDATE register SET name = 'second' WHERE id = 1;
+	DELETE FROM register WHERE id = 1;
+	INSERT INTO register VALUES (2000, 'short-lived');
+	DELETE FROM register WHERE id = 2000;
+	DELETE FROM register WHERE id = 2;
+	INSERT INTO register VALUES (2, 'back again');
+	UPDATE register SET id = 3003 WHERE id = 3;
+	BEGIN;
+	UPDATE register SET name = 'in a transaction' WHERE id = 4;
+	DELETE FROM register WHERE id = 4;
+	COMMIT;
+});
+my $batches = $tax->safe_psql('postgres', q{SELECT batches FROM interop.subscription WHERE service = 'register'});
+$tax->safe_psql('postgres', q{UPDATE interop.subscription SET next_pull = now(); SELECT interop.wake_sync_worker()});
+ok(converges('register', 'register_copy'), 'updates and deletes of the same key within one batch end as at the provider');
+is($tax->safe_psql('postgres', qq{SELECT batches - $batches FROM interop.subscription WHERE service = 'register'}), '1',
+	'in one batch');
+is($tax->safe_psql('postgres', q{SELECT count(*) FROM register_copy WHERE id IN (1, 3, 4, 2000)}), '0',
+	'deleted keys, and the old primary key, are gone');
+is($tax->safe_psql('postgres', q{SELECT name FROM register_copy WHERE id IN (2, 3003) ORDER BY id}), "back again\nPerson 3",
+	'a re-inserted key and a changed primary key are there');
+
+done_testing();
