@@ -19,7 +19,7 @@ DATA_built = interop--$(EXTVERSION).sql
 PG_CPPFLAGS = -DINTEROP_VERSION='"$(EXTVERSION)"' -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK = -levent_openssl -levent -lcurl -lssl -lcrypto -ljansson
 
-REGRESS = member_id jws keys signatures privileges publish peers exchange consent seal async
+REGRESS = member_id jws keys signatures privileges publish peers exchange consent seal async subscribe
 REGRESS_OPTS = --load-extension=interop
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out

@@ -457,12 +457,12 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 		bool		bad;
 
 		/* the log must reach back to the copy's first snapshot */
-		if (below != NULL && XidLess(x, below))
+		if (below == NULL || XidLess(x, below))
 		{
 			if (c.start)
 				return Refuse(refusal, 503, "not_ready",
-							  "a transaction older than the change capture of service \"%s\" is still running; try again later",
-							  svc.name);
+							  "a transaction older than the change capture of service \"%s\" is still running, "
+							  "or the capture is not set up; try again later", svc.name);
 			return Refuse(refusal, 410, "cursor_expired",
 						  "the change log of service \"%s\" no longer reaches this copy; start again with since = null",
 						  svc.name);
@@ -489,7 +489,7 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 		char	   *last_tx = NULL;
 		char	   *last_id = NULL;
 
-		if ((below != NULL && XidLess(c.x, below)) || XidLess(xmax, c.x) || XidLess(xmax, to))
+		if (below == NULL || XidLess(c.x, below) || XidLess(xmax, c.x) || XidLess(xmax, to))
 			return Refuse(refusal, 410, "cursor_expired",
 						  "the change log of service \"%s\" does not reach this cursor; start again with since = null",
 						  svc.name);

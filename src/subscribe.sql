@@ -113,6 +113,11 @@ BEGIN
                 INSERT INTO interop.change_pruned AS p (source, below)
                 VALUES (rel, (pg_current_xact_id()::text::numeric + 1)::text::xid8)
                 ON CONFLICT (source) DO UPDATE SET below = greatest(p.below, excluded.below), at = now();
+            ELSE
+                -- the triggers came back with the table (a restore): where the log starts is unknown
+                INSERT INTO interop.change_pruned (source, below)
+                VALUES (rel, (pg_current_xact_id()::text::numeric + 1)::text::xid8)
+                ON CONFLICT (source) DO NOTHING;
             END IF;
         ELSIF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = rel AND tgname = 'interop_capture_insert') THEN
             EXECUTE format('DROP TRIGGER interop_capture_insert ON %s', rel);

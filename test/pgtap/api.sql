@@ -59,7 +59,7 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
                     'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
                     'interop.log_seal', 'interop.log_seal_id_seq', 'interop.async_request',
-                    'interop.async_request_id_seq'],
+                    'interop.async_request_id_seq', 'interop.subscription', 'interop.subscription_id_seq'],
               'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
 
 -- seals: who may seal, verify and prune; the logs are append-only

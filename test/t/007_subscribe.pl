@@ -131,4 +131,124 @@ is($tax->safe_psql('postgres', q{SELECT count(*) FROM register_copy WHERE id IN 
 is($tax->safe_psql('postgres', q{SELECT name FROM register_copy WHERE id IN (2, 3003) ORDER BY id}), "back again\nPerson 3",
 	'a re-inserted key and a changed primary key are there');
 
+# ---- refusals ----
+
+$tax->safe_psql('postgres', qq{
+	SELECT interop.subscribe('$POP', 'secret', 'secret_copy', every => '200 ms');
+	SELECT interop.subscribe('$POP', 'lookup', 'lookup_copy', every => '200 ms')});
+ok($tax->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM interop.stat_subscription WHERE service IN ('secret', 'lookup') AND failures >= 2}),
+	'subscriptions the provider refuses are retried with a backoff');
+like($tax->safe_psql('postgres', q{SELECT last_error FROM interop.stat_subscription WHERE service = 'secret'}),
+	qr/access_denied: MN\/GOV\/2000002\/tax has no access to service "secret"/,
+	'a service the consumer may not read: access_denied in last_error');
+like($tax->safe_psql('postgres', q{SELECT last_error FROM interop.stat_subscription WHERE service = 'lookup'}),
+	qr/service "lookup" does not track changes/, 'a service that does not track changes: said so');
+is($tax->safe_psql('postgres', q{SELECT (SELECT count(*) FROM secret_copy) + (SELECT count(*) FROM lookup_copy)}), '0',
+	'and nothing is written');
+is($pop->safe_psql('postgres', q{
+	SELECT string_agg(DISTINCT status || ' ' || error_code, ', ') FROM interop.message_log
+	WHERE direction = 'in' AND service IN ('secret', 'lookup')}), '403 access_denied, 404 unknown_service',
+	'the provider logs the refusals');
+$tax->safe_psql('postgres', qq{SELECT interop.unsubscribe('$POP', 'secret'), interop.unsubscribe('$POP', 'lookup')});
+
+# a target whose primary key is not the provider's: the batch is not applied
+$tax->safe_psql('postgres', qq{
+	CREATE TABLE big_wrong (v text PRIMARY KEY, id int);
+	SELECT interop.subscribe('$POP', 'big', 'big_wrong', every => '200 ms')});
+ok($tax->poll_query_until('postgres', q{
+	SELECT last_error LIKE 'the primary key of "public.big_wrong" is not the provider''s: The provider''s key is (id); the target''s is (v).' FROM interop.stat_subscription WHERE service = 'big'}),
+	'a target with another primary key: the error names both keys');
+is($tax->safe_psql('postgres', q{SELECT count(*) FROM big_wrong}), '0', 'and no row is applied');
+$tax->safe_psql('postgres', qq{SELECT interop.unsubscribe('$POP', 'big')});
+
+# ---- a provider restart in the middle of a copy ----
+
+$tax->safe_psql('postgres', qq{SELECT interop.subscribe('$POP', 'big', 'big_copy', every => '200 ms')});
+ok($tax->poll_query_until('postgres', q{
+	SELECT rows_copied >= 2000 AND phase = 'copy' FROM interop.subscription WHERE service = 'big'}),
+	'the copy of 30 000 rows is under way');
+$pop->stop('immediate');
+my ($copied, $copy_started) = split /\|/,
+	$tax->safe_psql('postgres', q{SELECT rows_copied, copy_started_at FROM interop.subscription WHERE service = 'big'});
+ok($tax->poll_query_until('postgres', q{
+	SELECT failures >= 1 AND last_error LIKE 'could not reach peer%' FROM interop.subscription WHERE service = 'big'}),
+	"provider down after $copied rows: the pull fails and waits");
+$pop->start;
+$pop->safe_psql('postgres', q{
+	UPDATE big SET v = 'changed during the copy' WHERE id % 100 = 0;
+	DELETE FROM big WHERE id BETWEEN 15000 AND 15100;
+	INSERT INTO big SELECT i, 'added during the copy' FROM generate_series(30001, 30500) i;
+});
+ok(converges('big', 'big_copy'), 'after the provider restart the copy resumes and the tables are equal');
+is($tax->safe_psql('postgres', qq{
+	SELECT rows_copied >= 30000 AND copy_started_at = '$copy_started' FROM interop.subscription WHERE service = 'big'}), 't',
+	'the copy went on from its cursor (the same copy, not a new one)');
+
+# ---- kill -9 of the consumer's sync worker, mid-copy and mid-changes ----
+
+$tax->safe_psql('postgres', qq{
+	SELECT interop.unsubscribe('$POP', 'big');
+	SELECT interop.subscribe('$POP', 'big', 'big_copy', every => '100 ms')});
+$tax->poll_query_until('postgres', q{
+	SELECT rows_copied >= 3000 AND phase = 'copy' FROM interop.subscription WHERE service = 'big'});
+my ($sync, $phase, $copied_at_kill) = split /\|/, $tax->safe_psql('postgres', q{
+	SELECT (SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop sync'), phase, rows_copied
+	FROM interop.subscription WHERE service = 'big'});
+kill 'KILL', $sync;
+is($phase, 'copy', "the sync worker is killed during the copy ($copied_at_kill of 30 400 rows copied)");
+$tax->poll_query_until('postgres', 'SELECT true');
+ok(converges('big', 'big_copy'), 'after kill -9 of the sync worker mid-copy the tables are equal');
+
+my $writer = $pop->background_psql('postgres');
+$writer->query_safe(q{
+	CREATE PROCEDURE churn(n int) LANGUAGE plpgsql AS $$
+	BEGIN
+		FOR i IN 1 .. n LOOP
+			UPDATE big SET v = 'churn ' || i WHERE id = 1 + (i * 7919) % 30000;
+			DELETE FROM big WHERE id = 1 + (i * 104729) % 30000;
+			INSERT INTO big VALUES (40000 + i, 'churn') ON CONFLICT (id) DO UPDATE SET v = 'churn again';
+			COMMIT;
+		END LOOP;
+	END $$});
+$writer->query_until(qr/started/, q{\echo started
+	CALL churn(3000);
+	\echo done
+});
+$tax->poll_query_until('postgres', q{SELECT changes_applied > 500 FROM interop.subscription WHERE service = 'big'});
+$sync = $tax->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop sync'});
+kill 'KILL', $sync;
+$tax->poll_query_until('postgres', 'SELECT true');
+$writer->query_safe('SELECT 1');
+$writer->quit;
+ok(converges('big', 'big_copy'), 'after kill -9 of the sync worker during a stream of changes the tables are equal');
+
+# ---- a pruned change log ----
+
+$tax->safe_psql('postgres', q{UPDATE interop.subscription SET next_pull = now() + interval '1 hour' WHERE service = 'register'});
+my $started = $tax->safe_psql('postgres', q{SELECT copy_started_at FROM interop.subscription WHERE service = 'register'});
+$pop->safe_psql('postgres', q{UPDATE register SET name = 'before the prune' WHERE id = 10});
+cmp_ok($pop->safe_psql('postgres', q{SELECT interop.prune_changes('0 s')}), '>', 0, 'the provider prunes its change log');
+$pop->safe_psql('postgres', q{UPDATE register SET name = 'after the prune' WHERE id = 11});
+$tax->safe_psql('postgres', q{UPDATE interop.subscription SET next_pull = now() WHERE service = 'register';
+	SELECT interop.wake_sync_worker()});
+ok(converges('register', 'register_copy'), 'a consumer behind the pruned log copies again and is equal');
+is($tax->safe_psql('postgres', qq{
+	SELECT copy_started_at > '$started' FROM interop.subscription WHERE service = 'register'}), 't', 'with a new copy');
+like($tax->safe_psql('postgres', q{
+	SELECT string_agg(error_code || ' ' || error_message, ', ') FROM interop.message_log
+	WHERE direction = 'out' AND service = 'register' AND status = 410}), qr/IX410 .*cursor_expired/,
+	'after a 410 cursor_expired');
+
+# ---- the provider's table ----
+
+my ($ret, $out, $err) = $pop->psql('postgres', 'TRUNCATE register');
+like($err, qr/cannot truncate "public.register": it is published with track_changes/, 'TRUNCATE of a tracked table is refused');
+$tax->safe_psql('postgres', qq{SELECT interop.unsubscribe('$POP', 'big')});
+$pop->safe_psql('postgres', q{SELECT interop.unpublish('big')});
+is($pop->safe_psql('postgres', q{
+	SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'big'::regclass),
+	       (SELECT count(*) FROM interop.change_log WHERE source = 'big'::regclass)}), '0|0',
+	'unpublishing removes the capture triggers and the table\'s change log');
+
 done_testing();
