@@ -410,6 +410,16 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("interop.change_retention",
+							"How long the change log of tables published with track_changes is kept.",
+							"The sync worker prunes older entries every interop.sync_interval; a subscriber "
+							"whose cursor is older is told 410 cursor_expired and copies again.  0 keeps them.",
+							&interop_change_retention,
+							7 * 24 * 60, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("interop");
 
 	if (process_shared_preload_libraries_in_progress)

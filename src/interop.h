@@ -252,6 +252,7 @@ extern char *MetricsText(const char *extra);
 
 /* in sync.c */
 extern int	interop_seal_interval;
+extern int	interop_change_retention;
 extern void RegisterSyncWorker(void);
 extern PGDLLEXPORT void SyncMain(Datum arg);
 extern int64 LogExchangeDurably(const ExchangeLog *l);

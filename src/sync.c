@@ -2,9 +2,10 @@
  *
  * sync.c
  *	  The sync worker: one background worker per cluster, in
- *	  interop.database.  For now it seals the logs every
- *	  interop.seal_interval; peer catalogs, the outbox and subscriptions
- *	  come with it later (DESIGN §3).
+ *	  interop.database.  It seals the logs every interop.seal_interval,
+ *	  prunes the change log of tracked tables every interop.sync_interval,
+ *	  and runs the transfers of src/async.c: asynchronous queries, peer
+ *	  catalogs, CRLs and subscriptions (DESIGN §3).
  *
  * It sleeps on its latch between rounds (no busy loop), reloads the
  * configuration on SIGHUP, exits on SIGTERM (even while a seal waits for a
@@ -18,6 +19,7 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -32,6 +34,7 @@
 #include "utils/wait_event.h"
 
 int			interop_seal_interval = 60000;
+int			interop_change_retention = 7 * 24 * 60;	/* minutes */
 
 /* RegisterSyncWorker - the sync worker, when the library is preloaded */
 void
@@ -58,6 +61,37 @@ SealRound(void)
 		EndWorkerTransaction();
 		if (n > 0)
 			elog(DEBUG1, "interop sync: sealed " INT64_FORMAT " records", n);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* PruneRound - the change log older than interop.change_retention goes */
+static void
+PruneRound(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (interop_change_retention <= 0)
+		return;
+	pgstat_report_activity(STATE_RUNNING, "pruning the change log");
+	PG_TRY();
+	{
+		Datum		arg = Int32GetDatum(interop_change_retention);
+		Oid			type = INT4OID;
+
+		BeginWorkerTransaction();
+		if (SPI_execute_with_args("SELECT interop.prune_changes($1 * interval '1 min')", 1, &type, &arg,
+								  NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not prune the change log");
+		EndWorkerTransaction();
 	}
 	PG_CATCH();
 	{
@@ -104,6 +138,7 @@ void
 SyncMain(Datum arg)
 {
 	TimestampTz next_seal;
+	TimestampTz next_prune;
 	bool		installed = false;
 	TimestampTz installed_checked = 0;
 	bool		woken = true;
@@ -119,7 +154,7 @@ SyncMain(Datum arg)
 	before_shmem_exit(SyncDetach, (Datum) 0);
 	SetSyncLatch(MyLatch);
 
-	next_seal = GetCurrentTimestamp();
+	next_seal = next_prune = GetCurrentTimestamp();
 	for (;;)
 	{
 		long		timeout = -1;
@@ -130,6 +165,7 @@ SyncMain(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			next_prune = now;	/* with the new retention, at once */
 		}
 		/* installed, or dropped: looked at every 5 s, not at every round */
 		if (!installed || now - installed_checked >= 5 * USECS_PER_SEC)
@@ -153,6 +189,11 @@ SyncMain(Datum arg)
 				next_seal = TimestampTzPlusMilliseconds(now, interop_seal_interval);
 			}
 			timeout = Max(1L, (long) ((next_seal - now) / 1000));
+		}
+		if (installed && GetCurrentTimestamp() >= next_prune)
+		{
+			PruneRound();
+			next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), interop_sync_interval);
 		}
 		if (installed)
 			AsyncRound(&timeout, woken);

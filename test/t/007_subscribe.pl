@@ -240,6 +240,19 @@ like($tax->safe_psql('postgres', q{
 	WHERE direction = 'out' AND service = 'register' AND status = 410}), qr/IX410 .*cursor_expired/,
 	'after a 410 cursor_expired');
 
+# the sync worker prunes entries older than interop.change_retention
+$pop->safe_psql('postgres', q{
+	INSERT INTO interop.change_log (source, key, at) VALUES ('register'::regclass, '{"id": 77}', now() - interval '2 hours');
+	ALTER SYSTEM SET interop.change_retention = '1h';
+	ALTER SYSTEM SET interop.sync_interval = '1s';
+	SELECT pg_reload_conf();
+});
+ok($pop->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM interop.change_log WHERE at < now() - interval '1 hour'}),
+	'the sync worker prunes the change log older than interop.change_retention');
+is($pop->safe_psql('postgres', q{SELECT count(*) > 0 FROM interop.change_log WHERE source = 'register'::regclass}), 't',
+	'and keeps the newer entries');
+
 # ---- the provider's table ----
 
 my ($ret, $out, $err) = $pop->psql('postgres', 'TRUNCATE register');
