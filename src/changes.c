@@ -441,7 +441,7 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 		return Refuse(refusal, 404, "unknown_service",
 					  "service \"%s\" does not track changes; it cannot be subscribed to", svc.name);
 	if (!ParseCursor(since, &c))
-		return Refuse(refusal, 400, "malformed",
+		return Refuse(refusal, 400, "bad_request",
 					  "the claim \"since\" is not a cursor of this node; send null to start a copy");
 	if (!LoadTracked(&svc, &t, refusal))
 		return false;
@@ -469,7 +469,7 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 		}
 		last = CopyPage(&svc, &t, c.after, &upserts, &nrows, refusal, &bad);
 		if (bad)
-			return Refuse(refusal, 400, "malformed", "the cursor's key does not match the primary key of service \"%s\"",
+			return Refuse(refusal, 400, "bad_request", "the cursor's key does not match the primary key of service \"%s\"",
 						  svc.name);
 		if (last)
 		{
