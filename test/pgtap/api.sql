@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(92);
+SELECT plan(103);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -83,6 +83,18 @@ SELECT function_privs_are('interop', 'result_rows', ARRAY['text'], 'interop_user
 SELECT table_privs_are('interop', 'async_request', 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'stat_gateway', 'interop_auditor', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'stat_peer', 'interop_user', ARRAY[]::text[]);
+-- subscriptions
+SELECT is_definer('interop', 'subscribe', ARRAY['interop.member_id', 'text', 'regclass', 'text', 'interval']);
+SELECT function_privs_are('interop', 'subscribe', ARRAY['interop.member_id', 'text', 'regclass', 'text', 'interval'], 'interop_user', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'subscribe', ARRAY['interop.member_id', 'text', 'regclass', 'text', 'interval'], 'public', ARRAY[]::text[]);
+SELECT isnt_definer('interop', 'apply_changes', ARRAY['regclass', 'jsonb', 'boolean']);
+SELECT function_privs_are('interop', 'capture_changes', ARRAY[]::text[], 'public', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'capture_changes', ARRAY[]::text[], 'interop_admin', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'prune_changes', ARRAY['interval'], 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'subscription', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'change_log', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'stat_subscription', 'interop_user', ARRAY['SELECT']);
+SELECT has_trigger('interop', 'service', 'service_capture', 'interop.service keeps the capture triggers in step');
 SELECT has_trigger('interop', 'message_log', 'message_log_append_only', 'interop.message_log has its append-only trigger');
 SELECT has_trigger('interop', 'consent_log', 'consent_log_append_only', 'interop.consent_log has its append-only trigger');
 SELECT has_trigger('interop', 'log_seal', 'log_seal_append_only', 'interop.log_seal has its append-only trigger');

@@ -501,8 +501,8 @@ is($tax->safe_psql('postgres', q{
 # can be cancelled, and its record is written once the lock goes
 my $locker = $tax->background_psql('postgres');
 $locker->query_safe('BEGIN; LOCK TABLE interop.message_log IN ACCESS EXCLUSIVE MODE');
-my $held = $tax->background_psql('postgres', on_error_stop => 0);
-$held->query_until(qr/started/, q{
+my $waiter = $tax->background_psql('postgres', on_error_stop => 0);
+$waiter->query_until(qr/started/, q{
 	\echo started
 	SELECT count(*) FROM interop.query('MN/GOV/1000001/population', 'person', '{"id":"P25"}', 'tax assessment');
 });
@@ -525,7 +525,7 @@ for (1 .. 40)
 	usleep(50_000);
 }
 ok($cancelled && time() - $t0 < 1.0, 'pg_cancel_backend stops that wait promptly');
-$held->quit;
+$waiter->quit;
 $locker->query_safe('COMMIT');
 $locker->quit;
 ok($tax->poll_query_until('postgres', q{
