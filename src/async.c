@@ -636,6 +636,14 @@ JudgeCrl(Transfer *t)
 	RecordCrl(t, NULL);
 }
 
+/* HasIdentity - the node has a certificate to call peers with */
+static bool
+HasIdentity(void)
+{
+	return SPI_execute("SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1) == SPI_OK_SELECT &&
+		SPI_processed > 0;
+}
+
 /* ---- subscriptions (src/changes.c, src/subscribe.sql) ---- */
 
 /* a pull's result, for RecordPull */
@@ -1006,8 +1014,7 @@ StartCatalogs(void)
 	uint64		nrows;
 
 	/* no identity to call peers with yet: nothing to do */
-	if (SPI_execute("SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1) != SPI_OK_SELECT ||
-		SPI_processed == 0)
+	if (!HasIdentity())
 		return;
 	nrows = DueOfKind('c', "SELECT p.member_id::text, p.base_url, c.etag FROM interop.peer p "
 					  "LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
@@ -1083,8 +1090,7 @@ StartSubscriptions(void)
 	SPITupleTable *tt;
 	uint64		nrows;
 
-	if (SPI_execute("SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1) != SPI_OK_SELECT ||
-		SPI_processed == 0)
+	if (!HasIdentity())
 		return;
 	nrows = DueOfKind('s', "SELECT s.id::text, s.provider::text, p.base_url, s.service, s.purpose, "
 					  "s.cursor::text, s.target::oid, s.owner::text "

@@ -43,54 +43,42 @@ RegisterSyncWorker(void)
 	RegisterInteropWorker("SyncMain", "interop sync", "interop sync", (Datum) 0);
 }
 
-/* SealRound - seal in a transaction of its own; a failure is logged */
+/* Seal - the body of a sealing round, in its transaction */
 static void
-SealRound(void)
+Seal(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	int64		n = 0;
 
-	pgstat_report_activity(STATE_RUNNING, "sealing the logs");
-	PG_TRY();
-	{
-		int64		n = 0;
-
-		BeginWorkerTransaction();
-		/* nothing to sign with before the node has an identity */
-		if (SPI_execute("SELECT 1 FROM interop.node", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			n = SealLogs();
-		EndWorkerTransaction();
-		if (n > 0)
-			elog(DEBUG1, "interop sync: sealed " INT64_FORMAT " records", n);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	/* nothing to sign with before the node has an identity */
+	if (SPI_execute("SELECT 1 FROM interop.node", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		n = SealLogs();
+	if (n > 0)
+		elog(DEBUG1, "interop sync: sealed " INT64_FORMAT " records", n);
 }
 
-/* PruneRound - the change log older than interop.change_retention goes */
+/* Prune - the change log older than interop.change_retention goes */
 static void
-PruneRound(void)
+Prune(void)
+{
+	Datum		arg = Int32GetDatum(interop_change_retention);
+	Oid			type = INT4OID;
+
+	if (SPI_execute_with_args("SELECT interop.prune_changes($1 * interval '1 min')", 1, &type, &arg,
+							  NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not prune the change log");
+}
+
+/* RunRound - body in a worker transaction of its own; a failure is logged */
+static void
+RunRound(void (*body) (void), const char *activity)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
-	if (interop_change_retention <= 0)
-		return;
-	pgstat_report_activity(STATE_RUNNING, "pruning the change log");
+	pgstat_report_activity(STATE_RUNNING, activity);
 	PG_TRY();
 	{
-		Datum		arg = Int32GetDatum(interop_change_retention);
-		Oid			type = INT4OID;
-
 		BeginWorkerTransaction();
-		if (SPI_execute_with_args("SELECT interop.prune_changes($1 * interval '1 min')", 1, &type, &arg,
-								  NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not prune the change log");
+		body();
 		EndWorkerTransaction();
 	}
 	PG_CATCH();
@@ -184,7 +172,7 @@ SyncMain(Datum arg)
 
 			if (now >= next_seal)
 			{
-				SealRound();
+				RunRound(Seal, "sealing the logs");
 				now = GetCurrentTimestamp();
 				next_seal = TimestampTzPlusMilliseconds(now, interop_seal_interval);
 			}
@@ -192,7 +180,8 @@ SyncMain(Datum arg)
 		}
 		if (installed && GetCurrentTimestamp() >= next_prune)
 		{
-			PruneRound();
+			if (interop_change_retention > 0)
+				RunRound(Prune, "pruning the change log");
 			next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), interop_sync_interval);
 		}
 		if (installed)

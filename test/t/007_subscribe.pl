@@ -17,6 +17,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use MIME::Base64 ();
 use InteropTest;
 
 my $ca = federation_ca(PostgreSQL::Test::Utils::tempdir());
@@ -252,6 +253,33 @@ ok($pop->poll_query_until('postgres', q{
 	'the sync worker prunes the change log older than interop.change_retention');
 is($pop->safe_psql('postgres', q{SELECT count(*) > 0 FROM interop.change_log WHERE source = 'register'::regclass}), 't',
 	'and keeps the newer entries');
+
+# ---- hostile cursors, sent by hand (signed by the consumer's node key) ----
+
+# change_request(SINCE_JSON): (HTTP status, the answer's error code)
+sub change_request
+{
+	my $since = shift;
+	my $jws = $tax->safe_psql('postgres', qq{
+		SELECT interop.sign(jsonb_build_object('iss', '$TAX', 'aud', '$POP', 'svc', 'register', 'params', '{}'::jsonb,
+			'purpose', 'statistics', 'iat', extract(epoch FROM now())::bigint,
+			'exp', extract(epoch FROM now())::bigint + 60, 'jti', gen_random_uuid(), 'since', '$since'::jsonb))});
+	my ($code, $body) = curl_gateway($pop, '/v1/changes', as => $tax, body => $jws);
+	my $payload = (split /\./, $body)[1] // '';
+	$payload =~ tr/-_/+\//;
+	$payload = MIME::Base64::decode_base64($payload);
+	my ($err) = $payload =~ /"code":\s*"([a-z_]+)"/;
+	return ($code, $err // 'none');
+}
+is(join(' ', change_request('{"copy": "12x", "after": {}}')), '400 bad_request', 'a cursor that is not ours: 400');
+my $xmin = $pop->safe_psql('postgres', 'SELECT pg_snapshot_xmin(pg_current_snapshot())');
+is(join(' ', change_request(qq({"copy": "$xmin", "after": {"name": "x"}}))), '400 bad_request',
+	'a copy cursor whose key is not the primary key: 400');
+is(join(' ', change_request('"a string"')), '400 bad_request', 'since that is not an object: 400');
+is(join(' ', change_request('{"from": "99999999999"}')), '410 cursor_expired',
+	'a cursor from beyond the provider\'s transactions (a restored provider): 410');
+is(join(' ', change_request('{"from": "1"}')), '410 cursor_expired', 'a cursor older than the change log: 410');
+is(join(' ', change_request('null')), '200 none', 'null starts a copy');
 
 # ---- the provider's table ----
 
