@@ -95,6 +95,8 @@ static uint64 handles_generation = 0;
 static bool wake_at_commit = false;
 static bool callback_registered = false;
 
+static Transfer *ClaimSlot(char kind, const char *name, const char *provider, const char *url, const char *etag);
+
 /* ---- the enqueuing backend ---- */
 
 static void
@@ -649,7 +651,8 @@ HasIdentity(void)
 /* a pull's result, for RecordPull */
 typedef struct Pull
 {
-	const char *state;			/* done, expired (start a new copy) or failed (retry later) */
+	const char *state;			/* done, expired (start a new copy), failed (retry
+								 * later) or stale (prefetched, not applied) */
 	long		status;
 	const char *error_code;
 	char	   *message;
@@ -681,7 +684,8 @@ RecordPull(Transfer *t, Pull *p)
 	values[5] = p->message ? CStringGetTextDatum(p->message) : (Datum) 0;
 	nulls[5] = p->message ? ' ' : 'n';
 	values[6] = TimestampTzGetDatum(t->started);
-	if (SPI_execute_with_args("UPDATE interop.subscription SET "
+	if (strcmp(p->state, "stale") != 0 &&
+		SPI_execute_with_args("UPDATE interop.subscription SET "
 							  "cursor = CASE $2 WHEN 'done' THEN $3::jsonb WHEN 'expired' THEN NULL ELSE cursor END, "
 							  "phase = CASE $2 WHEN 'done' THEN CASE WHEN $3::jsonb ? 'copy' THEN 'copy' ELSE 'sync' END "
 							  "  WHEN 'expired' THEN 'copy' ELSE phase END, "
@@ -737,6 +741,55 @@ ArrayClaimSize(Jsonb *payload, const char *key)
 }
 
 /*
+ * SignPull - sign t's request for the changes after t->cursor (NULL: from
+ * the start), in t's memory.
+ */
+static void
+SignPull(Transfer *t)
+{
+	MemoryContext old = MemoryContextSwitchTo(t->cxt);
+	char	   *claims;
+
+	t->jti = NewJti();
+	claims = BuildRequest(t->provider, t->service, "{}", t->purpose, t->jti,
+						  Max(60, interop_request_timeout / 1000 + interop_max_clock_skew),
+						  t->cursor ? t->cursor : "null");
+	t->request = JwsSignJson(claims, strlen(claims));
+	t->req_hash = RequestHash(t->request, strlen(t->request));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * PrefetchPull - while batch t is applied, already ask for the one after
+ * it (cursor next), so that the provider reads the next page as this one
+ * is written.  The answer is applied only if t's batch was: JudgeSubscription
+ * checks that the stored cursor is the one the pull was made with.  Nothing
+ * when no slot is free.
+ */
+static void
+PrefetchPull(Transfer *t, const char *next)
+{
+	Transfer   *n = ClaimSlot('s', t->name, t->provider, t->url, NULL);
+	MemoryContext old;
+	int			running;
+
+	if (n == NULL)
+		return;
+	old = MemoryContextSwitchTo(n->cxt);
+	n->id = t->id;
+	n->service = pstrdup(t->service);
+	n->purpose = t->purpose ? pstrdup(t->purpose) : NULL;
+	n->cursor = pstrdup(next);
+	n->target = t->target;
+	n->owner = pstrdup(t->owner);
+	MemoryContextSwitchTo(old);
+	LoadClientIdentity();
+	SignPull(n);
+	StartTransfer(n);
+	curl_multi_perform(amulti, &running);
+}
+
+/*
  * JudgeSubscription - verify a batch and apply it with its cursor (may
  * raise an ERROR: the caller's subtransaction then rolls the batch back
  * and records the failure).
@@ -754,18 +807,33 @@ JudgeSubscription(Transfer *t)
 	int			ndel;
 	int64		applied;
 	Oid			owner;
-	Datum		idv = Int64GetDatum(t->id);
-	Oid			idt = INT8OID;
+	Datum		curv[2];
+	Oid			curt[2] = {INT8OID, TEXTOID};
+	bool		isnull;
 
 	memset(&p, 0, sizeof(p));
 	p.state = "failed";
 
 	/* unsubscribed meanwhile: nothing to apply */
-	if (SPI_execute_with_args("SELECT 1 FROM interop.subscription WHERE id = $1 FOR UPDATE",
-							  1, &idt, &idv, NULL, false, 1) != SPI_OK_SELECT)
+	curv[0] = Int64GetDatum(t->id);
+	curv[1] = t->cursor ? CStringGetTextDatum(t->cursor) : (Datum) 0;
+	if (SPI_execute_with_args("SELECT cursor IS NOT DISTINCT FROM $2::jsonb FROM interop.subscription "
+							  "WHERE id = $1 FOR UPDATE",
+							  2, curt, curv, t->cursor ? "  " : " n", false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read subscription " INT64_FORMAT, t->id);
 	if (SPI_processed == 0)
 		return;
+	curv[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!DatumGetBool(curv[0]))
+	{
+		/* prefetched after a batch that was then not applied */
+		p.state = "stale";
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &p.status);
+		p.response = t->got.data ? pnstrdup(t->got.data, t->got.len) : NULL;
+		p.message = pstrdup("not applied: the batch before it was not applied");
+		RecordPull(t, &p);
+		return;
+	}
 
 	if (t->rc != CURLE_OK)
 	{
@@ -817,6 +885,8 @@ JudgeSubscription(Transfer *t)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role \"%s\" of subscription " INT64_FORMAT " does not exist", t->owner, t->id),
 				 errhint("Subscribe again as an existing role.")));
+	if (p.more)
+		PrefetchPull(t, p.next);
 	ApplyChanges(t->target, owner, payload, t->cursor == NULL, &applied);
 	p.state = "done";
 	RecordPull(t, &p);
@@ -1107,7 +1177,6 @@ StartSubscriptions(void)
 								  psprintf("%s/v1/changes", SPI_getvalue(tup, tt->tupdesc, 3)), NULL);
 		MemoryContext old;
 		bool		isnull;
-		char	   *claims;
 
 		if (t == NULL)
 			break;
@@ -1118,13 +1187,8 @@ StartSubscriptions(void)
 		t->cursor = SPI_getvalue(tup, tt->tupdesc, 6);
 		t->target = DatumGetObjectId(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
 		t->owner = SPI_getvalue(tup, tt->tupdesc, 8);
-		t->jti = NewJti();
-		claims = BuildRequest(t->provider, t->service, "{}", t->purpose, t->jti,
-							  Max(60, interop_request_timeout / 1000 + interop_max_clock_skew),
-							  t->cursor ? t->cursor : "null");
-		t->request = JwsSignJson(claims, strlen(claims));
-		t->req_hash = RequestHash(t->request, strlen(t->request));
 		MemoryContextSwitchTo(old);
+		SignPull(t);
 	}
 }
 

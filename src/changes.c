@@ -242,19 +242,35 @@ KeyList(const Tracked *t)
 	return buf.data;
 }
 
-/* KeyObject - "jsonb_build_object('a', t.a, 'b', t.b)" */
+/*
+ * KeyOfRow - the key object ({"a": ..., "b": ...}) of a row as JSON text:
+ * the copy cursor's "after".  Only the page's last row needs one, so it is
+ * made here rather than for every row in the query.
+ */
 static char *
-KeyObject(const Tracked *t)
+KeyOfRow(const Tracked *t, const char *row_json)
 {
-	StringInfoData buf;
+	Jsonb	   *row = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(row_json)));
+	JsonbParseState *state = NULL;
+	JsonbValue *obj;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	for (int i = 0; i < t->nkey; i++)
-		appendStringInfo(&buf, "%s%s, t.%s", i ? ", " : "", quote_literal_cstr(t->key_names[i]),
-						 quote_identifier(t->key_names[i]));
-	appendStringInfoChar(&buf, ')');
-	return buf.data;
+	{
+		JsonbValue	k;
+		JsonbValue *v = getKeyJsonValueFromContainer(&row->root, t->key_names[i],
+													 strlen(t->key_names[i]), NULL);
+
+		if (v == NULL)
+			elog(ERROR, "key column \"%s\" is missing from a row", t->key_names[i]);
+		k.type = jbvString;
+		k.val.string.val = t->key_names[i];
+		k.val.string.len = strlen(t->key_names[i]);
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, v);
+	}
+	obj = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbToCString(NULL, &JsonbValueToJsonb(obj)->root, -1);
 }
 
 /*
@@ -274,8 +290,7 @@ CopyPage(const Service *svc, const Tracked *t, Jsonb *after, StringInfo upserts,
 
 	*bad = false;
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT pg_catalog.to_jsonb(t)::text, %s::text FROM %s AS t",
-					 KeyObject(t), t->relname);
+	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t)::text FROM %s AS t", t->relname);
 	if (after != NULL)
 	{
 		appendStringInfo(&sql, " WHERE (%s) > (", KeyList(t));
@@ -306,7 +321,7 @@ CopyPage(const Service *svc, const Tracked *t, Jsonb *after, StringInfo upserts,
 	}
 	*nrows += (int) n;
 	if (SPI_processed > (uint64) svc->max_rows)
-		last = SPI_getvalue(SPI_tuptable->vals[n - 1], SPI_tuptable->tupdesc, 2);
+		last = KeyOfRow(t, SPI_getvalue(SPI_tuptable->vals[n - 1], SPI_tuptable->tupdesc, 1));
 	return last;
 }
 
@@ -355,7 +370,7 @@ ChangePage(const Service *svc, const Tracked *t, const Cursor *c, const char *to
 
 	/* each key's row now, as the publisher */
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT k.key::text, pg_catalog.to_jsonb(t)::text "
+	appendStringInfo(&sql, "SELECT k.key::text, pg_catalog.row_to_json(t)::text "
 					 "FROM (SELECT DISTINCT e.key FROM pg_catalog.jsonb_array_elements($1::jsonb) AS e(key)) AS k "
 					 "LEFT JOIN LATERAL (SELECT * FROM %s AS t WHERE ", t->relname);
 	for (int i = 0; i < t->nkey; i++)

@@ -266,6 +266,8 @@ DECLARE
     tkey text[] := interop.primary_key_of(target);
     cols text[];
     rest text[];
+    keydefs text;
+    rows jsonb;
     n bigint := 0;
     m bigint;
 BEGIN
@@ -278,33 +280,41 @@ BEGIN
     IF reset THEN
         EXECUTE format('DELETE FROM %s', target);
     END IF;
-    IF jsonb_array_length(batch->'deletes') > 0 THEN
-        EXECUTE format('DELETE FROM %s AS t USING jsonb_populate_recordset(NULL::%s, $1) AS d WHERE (%s) = (%s)',
-                       target, target,
+    -- rows are read with jsonb_to_recordset and the target's column types
+    rows := batch->'deletes';
+    IF jsonb_array_length(rows) > 0 THEN
+        SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
+          INTO keydefs
+          FROM unnest(key) c JOIN pg_attribute a ON a.attrelid = target AND a.attname = c;
+        EXECUTE format('DELETE FROM %s AS t USING jsonb_to_recordset($1) AS d(%s) WHERE (%s) = (%s)',
+                       target, keydefs,
                        (SELECT string_agg(format('t.%I', c), ', ') FROM unnest(key) c),
                        (SELECT string_agg(format('d.%I', c), ', ') FROM unnest(key) c))
-            USING batch->'deletes';
+            USING rows;
         GET DIAGNOSTICS m = ROW_COUNT;
         n := n + m;
     END IF;
-    IF jsonb_array_length(batch->'upserts') > 0 THEN
-        cols := ARRAY(SELECT a.attname::text FROM pg_attribute a
-                      WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                        AND a.attname::text IN (SELECT c->>'name' FROM jsonb_array_elements(batch->'columns') c)
-                      ORDER BY a.attnum);
+    rows := batch->'upserts';
+    IF jsonb_array_length(rows) > 0 THEN
+        SELECT array_agg(a.attname::text ORDER BY a.attnum),
+               string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+          INTO cols, keydefs
+          FROM pg_attribute a
+         WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+           AND a.attname::text IN (SELECT c->>'name' FROM jsonb_array_elements(batch->'columns') c);
         rest := ARRAY(SELECT c FROM unnest(cols) c WHERE c <> ALL (key));
-        EXECUTE format('INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1) '
+        EXECUTE format('INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_to_recordset($1) AS d(%s) '
                        'ON CONFLICT (%s) DO %s',
                        target,
                        (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),
-                       (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),
-                       target,
+                       (SELECT string_agg(format('d.%I', c), ', ') FROM unnest(cols) c),
+                       keydefs,
                        (SELECT string_agg(format('%I', c), ', ') FROM unnest(key) c),
                        CASE WHEN cardinality(rest) = 0 THEN 'NOTHING'
                             ELSE format('UPDATE SET (%s) = ROW(%s)',
                                         (SELECT string_agg(format('%I', c), ', ') FROM unnest(rest) c),
                                         (SELECT string_agg(format('excluded.%I', c), ', ') FROM unnest(rest) c)) END)
-            USING batch->'upserts';
+            USING rows;
         GET DIAGNOSTICS m = ROW_COUNT;
         n := n + m;
     END IF;

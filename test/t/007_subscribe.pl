@@ -96,6 +96,35 @@ is($pop->safe_psql('postgres', q{
 	SELECT count(*) > 0, bool_and(status = 200) FROM interop.message_log WHERE direction = 'in' AND service = 'register'}),
 	't|t', 'and by the provider');
 
+# ---- a composite key and many types, paged ----
+
+$pop->safe_psql('postgres', q{
+	CREATE TABLE kinds (region text, at timestamptz, n numeric, f float8, b bytea, j json, arr int[], ok boolean,
+	                    note varchar(20), PRIMARY KEY (region, at));
+	INSERT INTO kinds
+	SELECT (ARRAY['north', 'south, "east"', 'we''st', E'tab\there', 'ünï'])[1 + i % 5],
+	       timestamptz '2026-01-01 00:00:00.123456+00' + i * interval '1 min 0.000001 s',
+	       12345678901234567890.123456789 * i,
+	       (ARRAY[1e-300, 'NaN', 'Infinity', '-Infinity', -0.5])[1 + i % 5]::float8,
+	       decode(lpad(to_hex(i), 4, '0') || '00ff', 'hex'),
+	       json_build_object('i', i, 'a', ARRAY[1, 2]),
+	       ARRAY[i, NULL, -i], i % 3 = 0, CASE WHEN i % 4 > 0 THEN 'note ' || i END
+	FROM generate_series(1, 250) i;
+	SELECT interop.publish('kinds', 'kinds', max_rows => 40, track_changes => true);
+});
+$pop->safe_psql('postgres', qq{SELECT interop.grant_access('kinds', '$TAX')});
+$tax->safe_psql('postgres', qq{
+	CREATE TABLE kinds_copy (region text, at timestamptz, n numeric, f float8, b bytea, j json, arr int[], ok boolean,
+	                         note varchar(20), PRIMARY KEY (region, at));
+	SELECT interop.subscribe('$POP', 'kinds', 'kinds_copy', every => '200 ms')});
+# json values travel inside the signed JSON batch, so they arrive as their jsonb form (docs: operations.md)
+my $kinds = q{SELECT count(*) || ':' || md5(string_agg((region, at, n, f, b, j::jsonb, arr, ok, note)::text, '|'
+	ORDER BY region, at)) FROM %s t};
+my $kinds_want = $pop->safe_psql('postgres', sprintf($kinds, 'kinds'));
+ok($tax->poll_query_until('postgres', sprintf($kinds, 'kinds_copy'), $kinds_want),
+	'a table with a two-column key (text, timestamptz) and numeric, float (NaN, infinities), bytea, json, array, boolean and varchar columns is copied exactly (json as jsonb), in pages of 40');
+$tax->safe_psql('postgres', qq{SELECT interop.unsubscribe('$POP', 'kinds')});
+
 # ---- changes ----
 
 $pop->safe_psql('postgres', q{
@@ -161,6 +190,10 @@ ok($tax->poll_query_until('postgres', q{
 	SELECT last_error LIKE 'the primary key of "public.big_wrong" is not the provider''s: The provider''s key is (id); the target''s is (v).' FROM interop.stat_subscription WHERE service = 'big'}),
 	'a target with another primary key: the error names both keys');
 is($tax->safe_psql('postgres', q{SELECT count(*) FROM big_wrong}), '0', 'and no row is applied');
+ok($tax->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM interop.message_log WHERE direction = 'out' AND service = 'big'
+	AND status = 200 AND error_message = 'not applied: the batch before it was not applied'}),
+	'the page fetched ahead of the failed batch is logged, and not applied either');
 $tax->safe_psql('postgres', qq{SELECT interop.unsubscribe('$POP', 'big')});
 
 # ---- a provider restart in the middle of a copy ----
