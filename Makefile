@@ -5,6 +5,7 @@
 #   make check      install missing packages, build, install, run every suite
 #   make demo       the end-to-end demonstration (scripts/demo)
 #   make valgrind   pg_regress with the server under valgrind (after make install)
+#   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (test/fuzz/run)
 
 EXTENSION = interop
 EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))interop.control)
@@ -24,9 +25,11 @@ REGRESS_OPTS = --load-extension=interop
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out
 
-ifneq ($(filter check demo deps valgrind,$(MAKECMDGOALS)),)
+FUZZ_SECONDS ?= 60
+
+ifneq ($(filter check demo deps valgrind fuzz,$(MAKECMDGOALS)),)
 # These goals must work before the build dependencies (pg_config) exist.
-.PHONY: check demo deps valgrind
+.PHONY: check demo deps valgrind fuzz
 check:
 	@scripts/check
 demo:
@@ -35,6 +38,8 @@ deps:
 	@scripts/install-deps
 valgrind:
 	@test/valgrind
+fuzz:
+	@scripts/install-deps --fuzz && test/fuzz/run $(FUZZ_SECONDS)
 else
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
