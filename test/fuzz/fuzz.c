@@ -26,6 +26,7 @@
  *              service: ServeRequest() or ServeChanges()
  *   response   CheckResponse() on the input as an answer body
  *
+ * With INTEROP_FUZZ_VERBOSE set, each input's ERROR is printed.
  *-------------------------------------------------------------------------
  */
 #include "interop.h"
@@ -34,6 +35,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -137,6 +139,8 @@ Callback(const uint8_t *data, size_t size)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		if (getenv("INTEROP_FUZZ_VERBOSE") != NULL)
+			fprintf(stderr, "interop fuzz: ERROR %s: %s\n", unpack_sql_state(edata->sqlerrcode), edata->message);
 		if (edata->sqlerrcode == ERRCODE_INTERNAL_ERROR || edata->sqlerrcode == ERRCODE_SYNTAX_ERROR)
 		{
 			fprintf(stderr, "interop fuzz: finding: ERROR %s: %s%s%s\n", unpack_sql_state(edata->sqlerrcode),
@@ -178,6 +182,8 @@ interop_fuzz(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown fuzz target \"%s\"", name),
 				 errhint("The targets are member_id, jws, request and response.")));
+	/* as the gateway's workers run */
+	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
 	argv[argc++] = psprintf("interop_fuzz_%s", name);
 	for (char *a = strtok_r(args, " ", &save); a != NULL; a = strtok_r(NULL, " ", &save))
 		argv[argc++] = a;
