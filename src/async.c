@@ -406,6 +406,32 @@ Judge(Transfer *t, Outcome *o)
 	o->state = "done";
 }
 
+/* LogTransfer - the consumer's log record of a request sent, and its count */
+static void
+LogTransfer(Transfer *t, const char *subject, const char *response, long status,
+			const char *error_code, const char *message, int row_count)
+{
+	ExchangeLog l;
+
+	memset(&l, 0, sizeof(l));
+	l.direction = "out";
+	l.peer = t->provider;
+	l.service = t->service;
+	l.purpose = t->purpose;
+	l.subject = subject;
+	l.jti = t->jti;
+	l.request_hash = t->req_hash;
+	l.request = t->request;
+	l.response = response;
+	l.status = (int) status;
+	l.error_code = error_code;
+	l.error_message = message;
+	l.row_count = row_count;
+	l.duration_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+	LogExchange(&l);
+	CountExchange('p', t->provider, (int) status, l.duration_ms, message);
+}
+
 /* Record - store the outcome of an attempt and log it; in a transaction */
 static void
 Record(Transfer *t, Outcome *o)
@@ -413,7 +439,6 @@ Record(Transfer *t, Outcome *o)
 	Datum		values[8];
 	char		nulls[9] = "        ";
 	Oid			types[8] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID};
-	ExchangeLog l;
 	bool		isnull;
 	char	   *state;
 
@@ -443,24 +468,7 @@ Record(Transfer *t, Outcome *o)
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	(void) isnull;
 
-	memset(&l, 0, sizeof(l));
-	l.direction = "out";
-	l.peer = t->provider;
-	l.service = t->service;
-	l.purpose = t->purpose;
-	l.subject = o->subject;
-	l.jti = t->jti;
-	l.request_hash = t->req_hash;
-	l.request = t->request;
-	l.response = o->response;
-	l.status = (int) o->status;
-	l.error_code = o->error_code;
-	l.error_message = o->message;
-	l.row_count = o->row_count;
-	l.duration_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
-	l.replay_of = 0;
-	LogExchange(&l);
-	CountExchange('p', t->provider, (int) o->status, l.duration_ms, o->message);
+	LogTransfer(t, o->subject, o->response, o->status, o->error_code, o->message, o->row_count);
 
 	if (strcmp(state, "pending") != 0)
 	{
@@ -673,7 +681,6 @@ RecordPull(Transfer *t, Pull *p)
 	Datum		values[7];
 	char		nulls[8] = "       ";
 	Oid			types[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, BOOLOID, TEXTOID, TIMESTAMPTZOID};
-	ExchangeLog l;
 
 	values[0] = Int64GetDatum(t->id);
 	values[1] = CStringGetTextDatum(p->state);
@@ -712,22 +719,8 @@ RecordPull(Transfer *t, Pull *p)
 							  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update subscription " INT64_FORMAT, t->id);
 
-	memset(&l, 0, sizeof(l));
-	l.direction = "out";
-	l.peer = t->provider;
-	l.service = t->service;
-	l.purpose = t->purpose;
-	l.jti = t->jti;
-	l.request_hash = t->req_hash;
-	l.request = t->request;
-	l.response = p->response;
-	l.status = (int) p->status;
-	l.error_code = p->error_code;
-	l.error_message = p->message;
-	l.row_count = strcmp(p->state, "done") == 0 ? p->nrows : -1;
-	l.duration_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
-	LogExchange(&l);
-	CountExchange('p', t->provider, (int) p->status, l.duration_ms, p->message);
+	LogTransfer(t, NULL, p->response, p->status, p->error_code, p->message,
+				strcmp(p->state, "done") == 0 ? p->nrows : -1);
 }
 
 /* ArrayClaimSize - the length of an array claim, or -1 */
@@ -783,9 +776,25 @@ PrefetchPull(Transfer *t, const char *next)
 	n->target = t->target;
 	n->owner = pstrdup(t->owner);
 	MemoryContextSwitchTo(old);
-	LoadClientIdentity();
-	SignPull(n);
-	StartTransfer(n);
+	PG_TRY();
+	{
+		LoadClientIdentity();
+		SignPull(n);
+		StartTransfer(n);
+	}
+	PG_CATCH();
+	{
+		/* not sent: free the slot, or StartDue would send it unsigned */
+		if (n->busy)
+			curl_multi_remove_handle(amulti, n->easy);
+		curl_slist_free_all(n->headers);
+		n->headers = NULL;
+		n->busy = false;
+		MemoryContextDelete(n->cxt);
+		n->cxt = NULL;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	curl_multi_perform(amulti, &running);
 }
 
