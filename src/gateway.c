@@ -670,6 +670,22 @@ RequestBody(struct evhttp_request *hreq, Exchange *x)
 	x->body = x->len ? (const char *) evbuffer_pullup(in, -1) : "";
 }
 
+/*
+ * JoseMediaType - whether a Content-Type is application/jose, in any case,
+ * with or without parameters; not application/jose+json (the JSON
+ * serialization) nor any other type that merely starts the same
+ */
+static bool
+JoseMediaType(const char *ctype)
+{
+	if (ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
+		return false;
+	ctype += 16;
+	while (*ctype == ' ' || *ctype == '\t')
+		ctype++;
+	return *ctype == '\0' || *ctype == ';';
+}
+
 /* HandleQuery - POST /v1/query, and POST /v1/changes (x->changes) */
 static void
 HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
@@ -683,7 +699,7 @@ HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	PG_TRY();
 	{
 		BeginRequest(cxt);
-		if (ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
+		if (!JoseMediaType(ctype))
 			ereport(ERROR,
 					(errcode(ERRCODE_INTEROP_INVALID_MESSAGE),
 					 errmsg("wrong content type"),

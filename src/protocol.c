@@ -111,17 +111,40 @@ BadClaims(const char *what, const char *detail)
 	pg_unreachable();
 }
 
-/* PayloadJsonb - a verified payload (UTF-8 bytes) as a jsonb object */
+/*
+ * PayloadJsonb - a verified payload (UTF-8 bytes) as a jsonb object.  What
+ * the JSON parser refuses (invalid UTF-8, a \u0000 escape, a lone surrogate,
+ * a number beyond numeric, nesting beyond the stack) is the sender's fault:
+ * a malformed message, not an internal error.
+ */
 static Jsonb *
 PayloadJsonb(const char *raw, size_t len, const char *what)
 {
-	char	   *s;
-	Jsonb	   *jb;
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile jb = NULL;
 
 	if (memchr(raw, '\0', len) != NULL)
 		BadClaims(what, "The payload contains a NUL byte.");
-	s = pg_any_to_server(raw, len, PG_UTF8);
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
+	PG_TRY();
+	{
+		char	   *s = pg_any_to_server(raw, len, PG_UTF8);
+
+		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			category;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (category != ERRCODE_DATA_EXCEPTION && category != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		FlushErrorState();
+		BadClaims(what, psprintf("The payload is not acceptable JSON: %s", edata->message));
+	}
+	PG_END_TRY();
 	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
 		BadClaims(what, "The payload is not a JSON object.");
 	return jb;
@@ -282,6 +305,7 @@ CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeReque
 	Jsonb	   *jb;
 	JsonbValue *params;
 	const char *self;
+	char	   *jti;
 
 	/* the caller may have hashed the body already, to answer a failure */
 	char	   *hash = req->hash ? req->hash : RequestHash(body, len);
@@ -330,11 +354,13 @@ CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeReque
 	CheckTimes(req->iat, req->exp, true);
 
 	/* the rest of the claims */
-	req->jti = StringClaim(jb, "jti", true, what);
-	if (!IsUuid(req->jti))
+	/* set only once valid: the log records it, in a uuid column */
+	jti = StringClaim(jb, "jti", true, what);
+	if (!IsUuid(jti))
 		BadClaims(what, "The claim \"jti\" is not a UUID.");
-	for (char *p = req->jti; *p; p++)
+	for (char *p = jti; *p; p++)
 		*p = pg_ascii_tolower(*p);
+	req->jti = jti;
 	req->svc = StringClaim(jb, "svc", true, what);
 	req->purpose = StringClaim(jb, "purpose", false, what);
 	params = Claim(jb, "params");
