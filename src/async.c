@@ -1373,13 +1373,14 @@ AsyncWorkerRound(long *timeout, bool woken)
 		Datum		d;
 
 		BeginWorkerTransaction();
-		if (SPI_execute("SELECT (extract(epoch FROM greatest(pg_catalog.clock_timestamp(), least("
+		/* NULL when nothing is scheduled (greatest() would ignore it: "now") */
+		if (SPI_execute("SELECT (extract(epoch FROM least("
 						"  (SELECT min(next_attempt) FROM interop.async_request WHERE state = 'pending'), "
 						"  (SELECT min(coalesce(c.next_check, '-infinity')) FROM interop.peer p "
 						"   LEFT JOIN interop.peer_catalog c ON c.peer = p.member_id "
 						"   WHERE EXISTS (SELECT 1 FROM interop.node WHERE certificate_chain IS NOT NULL)), "
 						"  (SELECT min(next_fetch) FROM interop.crl_source), "
-						"  (SELECT min(next_pull) FROM interop.subscription))) "
+						"  (SELECT min(next_pull) FROM interop.subscription)) "
 						"  - pg_catalog.clock_timestamp()) * 1000)::bigint", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read interop.async_request");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -50,6 +50,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
+#include "storage/procsignal.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -1004,6 +1005,14 @@ Tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	ResetLatch(MyLatch);
+
+	/*
+	 * A barrier (DROP TABLESPACE, DROP DATABASE, ALTER SYSTEM's checksum
+	 * changes...) waits for every process to absorb it: the event loop never
+	 * reaches CHECK_FOR_INTERRUPTS, so absorb it here.
+	 */
+	if (ProcSignalBarrierPending)
+		ProcessProcSignalBarrier();
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
@@ -1162,6 +1171,8 @@ WaitUntilReady(void)
 		last_problem = problem;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 2000, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 	}
 }
 

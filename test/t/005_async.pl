@@ -11,7 +11,8 @@
 #  - peer catalogs: fetched and verified by the sync worker, then 304 while
 #    unchanged (ETag), refetched when they change, and an unreachable peer
 #    is retried with a growing backoff;
-#  - an idle sync worker sleeps (its CPU time over 3 s).
+#  - an idle sync worker sleeps (its CPU time over 3 s), and so does one
+#    with nothing scheduled at all (its wake-ups over 3 s).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -190,5 +191,18 @@ my $t1 = cpu_ticks($worker);
 sleep(3);
 my $used = cpu_ticks($worker) - $t1;
 cmp_ok($used, '<', 30, "an idle sync worker does not spin ($used CPU ticks in 3 s; a busy loop would use about 300)");
+
+# a provider with nothing scheduled at all (no peers, no queue): its sync
+# worker wakes rarely, not every 10 ms (it did, when "nothing due" read as "due now")
+$pop->start;
+sub wakeups { return (slurp("/proc/$_[0]/status") =~ /^voluntary_ctxt_switches:\s+(\d+)/m)[0] }
+$pop->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'interop sync'})
+  or die "no sync worker on population";
+sleep(1);
+my $pworker = $pop->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop sync'});
+my $w1 = wakeups($pworker);
+sleep(3);
+my $woke = wakeups($pworker) - $w1;
+cmp_ok($woke, '<', 30, "the sync worker of a node with nothing scheduled sleeps ($woke wake-ups in 3 s; a 10 ms loop makes 300)");
 
 done_testing();

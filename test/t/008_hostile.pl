@@ -694,6 +694,15 @@ note("gateway workers (both), after each round of " . scalar(@round) . " request
 cmp_ok($mem[-1][0] - $mem[1][0], '<', 1024,
 	"the gateway workers' private memory stays flat: $mem[1][0] kB after round 2, $mem[-1][0] kB after round 6");
 
+# a ProcSignalBarrier (DROP DATABASE, DROP TABLESPACE) waits for every
+# process: the gateway workers, idle in their event loop, must absorb it
+# (they did not, and DROP DATABASE hung for ever)
+$pop->safe_psql('postgres', 'CREATE DATABASE scratch');
+my ($drop_out, $drop_err);
+my $dropped = $pop->psql('postgres', 'DROP DATABASE scratch',
+	stdout => \$drop_out, stderr => \$drop_err, timeout => 30, timed_out => \my $drop_timed_out);
+ok(!$drop_timed_out && $dropped == 0, "DROP DATABASE completes while the gateway workers idle (" . ($drop_timed_out ? "hung for 30 s" : "exit $dropped $drop_err") . ")");
+
 my @after = sort split /\n/, $pop->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'interop gateway'");
 is("@after", "@gateways", 'the same gateway workers still run: none crashed or restarted');
