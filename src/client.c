@@ -289,8 +289,15 @@ TransportError(CURLcode rc, const char *url, const char *errbuf, const Body *bod
 				 errmsg("answer of peer %s is larger than interop.max_response_size (%d bytes)",
 						expected_member, interop_max_response_size),
 				 errhint("Filter on more columns, or raise interop.max_response_size.")));
-	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
-		rc == CURLE_SSL_CERTPROBLEM)
+	/*
+	 * A handshake cut by the peer (its gateway worker died, the node is
+	 * restarting) is a lost connection, not a trust problem.
+	 */
+	if ((rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
+		 rc == CURLE_SSL_CERTPROBLEM) &&
+		!(rc == CURLE_SSL_CONNECT_ERROR &&
+		  (strstr(errbuf, "reset by peer") || strstr(errbuf, "SSL_ERROR_SYSCALL") ||
+		   strstr(errbuf, "unexpected eof"))))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEROP_UNTRUSTED_CERTIFICATE),
 				 errmsg("TLS handshake with peer %s failed", expected_member),

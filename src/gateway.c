@@ -621,7 +621,14 @@ AnswerFailure(Exchange *x, ErrorData *edata, MemoryContext cxt)
 	ExchangeRequest *req = &x->req;
 
 	WireErrorFor(edata->sqlerrcode, &status, &code);
-	if (status == 500 && strcmp(code, "timeout") != 0)
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && shutdown_requested)
+	{
+		/* cancelled by a shutdown, not by the time limit: worth a retry */
+		status = 503;
+		code = "shutting_down";
+		message = pstrdup("the provider is shutting down; retry");
+	}
+	else if (status == 500 && strcmp(code, "timeout") != 0)
 	{
 		ereport(LOG,
 				(errmsg("interop gateway: request from %s failed: %s", x->client ? x->client : "?", edata->message),
@@ -889,7 +896,8 @@ static const char openapi_json[] =
 "\"409\":{\"description\":\"replayed: the jti was used by another request\"},"
 "\"413\":{\"description\":\"too_large\"},"
 "\"429\":{\"description\":\"overloaded: retry with a new connection\"},"
-"\"500\":{\"description\":\"internal_error or timeout\"}}}},"
+"\"500\":{\"description\":\"internal_error or timeout\"},"
+"\"503\":{\"description\":\"shutting_down: retry\"}}}},"
 "\"/v1/changes\":{\"post\":{\"summary\":\"Pull the rows of a service that tracks changes: a copy in pages, then the changes after a cursor\","
 "\"requestBody\":{\"required\":true,\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\",\"description\":\"JWS whose payload has the request claims and since (the cursor from the last answer's next, or null)\"}}}},"
 "\"responses\":{"
@@ -899,7 +907,8 @@ static const char openapi_json[] =
 "\"403\":{\"description\":\"access_denied, purpose_not_allowed\"},"
 "\"404\":{\"description\":\"unknown_service, or a service that does not track changes\"},"
 "\"410\":{\"description\":\"cursor_expired: start again with since = null\"},"
-"\"503\":{\"description\":\"not_ready: try again later\"}}}},"
+"\"500\":{\"description\":\"internal_error or timeout\"},"
+"\"503\":{\"description\":\"not_ready or shutting_down: try again later\"}}}},"
 "\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
 "\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
 "\"401\":{\"description\":\"client_certificate_required\"}}}},"

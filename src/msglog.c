@@ -6,7 +6,10 @@
  * The first record of a verified request is unique per (consumer, jti)
  * (a partial unique index): LogExchange() inserts it with ON CONFLICT DO
  * NOTHING and reports a conflict, so two copies of one request that race
- * through two gateway workers cannot both be answered as new.  The plans
+ * through two gateway workers cannot both be answered as new.  A 5xx
+ * answer (timeout, internal_error, shutting_down...) is not a first
+ * record: it was no answer to the request, and the consumer's retry with
+ * the same jti must run it, not get the failure again.  The plans
  * are prepared once per backend.  Callers are connected to SPI.
  *
  * LogExchangeDurably() writes a record that must outlive the caller's
@@ -102,7 +105,7 @@ LogExchange(const ExchangeLog *l)
 									   "error_code, error_message, row_count, duration_ms, client, replay_of, at, consent_id, response_hash) "
 									   "VALUES ($1, $2::interop.member_id, $3, $4, $5, $6, $7::uuid, $8, $9, $10, "
 									   "$11, $12, $13, $14, $15, $16, $17, coalesce($18, pg_catalog.clock_timestamp()), $19, $20) "
-									   "ON CONFLICT (peer, jti) WHERE direction = 'in' AND replay_of IS NULL DO NOTHING "
+									   "ON CONFLICT (peer, jti) WHERE direction = 'in' AND replay_of IS NULL AND status < 500 DO NOTHING "
 									   "RETURNING id",
 									   LOG_NARGS, types);
 
@@ -168,7 +171,7 @@ FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out)
 		Oid			types[2] = {TEXTOID, TEXTOID};
 		SPIPlanPtr	plan = SPI_prepare("SELECT id, request_hash, status, response FROM interop.message_log "
 									   "WHERE direction = 'in' AND peer = $1::interop.member_id "
-									   "AND jti = $2::uuid AND replay_of IS NULL",
+									   "AND jti = $2::uuid AND replay_of IS NULL AND status < 500",
 									   2, types);
 
 		if (plan == NULL || SPI_keepplan(plan) != 0)

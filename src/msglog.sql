@@ -31,9 +31,10 @@ CREATE TABLE interop.message_log (
 );
 COMMENT ON TABLE interop.message_log IS 'every exchange, served (in) and made (out), refused and failed ones included';
 
--- one first record per (consumer, jti): replay detection and idempotent retry
+-- one first record per (consumer, jti): replay detection and idempotent
+-- retry.  A 5xx answer is not a first record: a retry runs the request.
 CREATE UNIQUE INDEX message_log_first_jti ON interop.message_log (peer, jti)
-    WHERE direction = 'in' AND replay_of IS NULL;
+    WHERE direction = 'in' AND replay_of IS NULL AND status < 500;
 CREATE INDEX message_log_at ON interop.message_log (at);
 -- a JWS is base64: compression gains little and costs CPU on every exchange
 ALTER TABLE interop.message_log ALTER COLUMN request SET STORAGE EXTERNAL,

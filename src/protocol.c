@@ -466,6 +466,7 @@ CheckResponse(const char *body, size_t len, const char *provider, const char *jt
 	char	   *rjti;
 	char	   *rreq;
 	JsonbValue *err;
+	bool		refusal;
 	const char *self = GetNodeState()->member_id;
 
 	payload = JwsVerifyCompact(body, len, NULL, &signer, &plen);
@@ -479,12 +480,20 @@ CheckResponse(const char *body, size_t len, const char *provider, const char *jt
 				 errdetail("The request went to \"%s\"; the response claims iss \"%s\" and is signed by \"%s\".",
 						   provider, iss, signer ? signer : "(unknown)")));
 
-	/* bound to our request: aud, jti and the hash of the request bytes */
+	/*
+	 * Bound to our request: aud, jti and the hash of the request bytes.  A
+	 * refusal of a request the provider could not verify (its clock, our
+	 * certificate...) has no aud or jti, only req: the hash of exactly the
+	 * bytes we sent, which is binding enough for an error that carries no
+	 * data, and lets the caller see why it was refused.
+	 */
+	err = Claim(jb, "error");
+	refusal = err != NULL && err->type != jbvNull;
 	aud = StringClaim(jb, "aud", false, what);
 	rjti = StringClaim(jb, "jti", false, what);
 	rreq = StringClaim(jb, "req", false, what);
-	if (aud == NULL || strcmp(aud, self) != 0 ||
-		rjti == NULL || pg_strcasecmp(rjti, jti) != 0 ||
+	if ((aud == NULL ? !refusal : strcmp(aud, self) != 0) ||
+		(rjti == NULL ? !refusal : pg_strcasecmp(rjti, jti) != 0) ||
 		rreq == NULL || strcmp(rreq, req_hash) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEROP_WRONG_AUDIENCE),
@@ -497,8 +506,7 @@ CheckResponse(const char *body, size_t len, const char *provider, const char *jt
 	CheckTimes(TimeClaim(jb, "iat", what), 0, false);
 
 	*error_code = *error_message = NULL;
-	err = Claim(jb, "error");
-	if (err != NULL && err->type != jbvNull)
+	if (refusal)
 	{
 		Jsonb	   *e;
 

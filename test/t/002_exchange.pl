@@ -213,7 +213,7 @@ sub request
 	my $jti = $c{jti} // sprintf('%08x-%04x-4%03x-8%03x-%012x', int(rand(2**32)), int(rand(65536)),
 		int(rand(4096)), int(rand(4096)), int(rand(2**48)));
 	my $params = $c{params} // '{"id":"P3"}';
-	return qq({"iss":"@{[$c{iss} // $TAX]}","aud":"@{[$c{aud} // $POP]}","svc":"person","params":$params,)
+	return qq({"iss":"@{[$c{iss} // $TAX]}","aud":"@{[$c{aud} // $POP]}","svc":"@{[$c{svc} // 'person']}","params":$params,)
 	  . qq("purpose":"tax assessment","iat":$iat,"exp":@{[$c{exp} // $iat + 60]},"jti":"$jti"});
 }
 # openssl_sign(NODE, PAYLOAD): a JWS signed with NODE's key file by the openssl tool
@@ -463,6 +463,22 @@ $pop->safe_psql('postgres', "ALTER SYSTEM RESET interop.gateway_max_connections;
 
 like(query_error($tax, "SELECT * FROM interop.query('$POP', 'slow', '{\"id\":\"P1\"}')"),
 	qr/^IX500: .*timeout/, 'a service query longer than the provider\'s interop.request_timeout is cut (IX500 timeout)');
+# a 5xx is no answer: a retry of the same bytes runs the request again
+my $jti5 = '5a5a5a5a-0000-4000-8000-000000000005';
+my $slowreq = openssl_sign($tax, request(svc => 'slow', jti => $jti5, iat => int(time()), params => '{"id":"P1"}'));
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $slowreq);
+is($code, '500', 'a request cut by interop.request_timeout is answered 500');
+$pop->safe_psql('postgres', 'CREATE OR REPLACE VIEW slow AS SELECT id, pg_sleep(0)::text AS z FROM person');
+($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => $slowreq);
+is($code, '200', '...and its retry (same bytes, same jti) runs again instead of getting the 500 back');
+($code2, $body2) = curl_gateway($pop, '/v1/query', as => $tax, body => $slowreq);
+is("$code2", '200', '...and a further retry gets that answer');
+is($body2, $body, '...byte for byte, without a second run');
+is($pop->safe_psql('postgres', qq{
+	SELECT string_agg(format('%s %s', status, replay_of IS NOT NULL), ',' ORDER BY id)
+	FROM interop.message_log WHERE jti = '$jti5'}), '500 f,200 f,200 t',
+	'the log: the 500, the run, and the replay of the run');
+$pop->safe_psql('postgres', 'CREATE OR REPLACE VIEW slow AS SELECT id, pg_sleep(4)::text AS z FROM person');
 my $t0 = time();
 like(query_error($tax, "SET statement_timeout = '300ms'; SELECT * FROM interop.query('$POP', 'slow', '{\"id\":\"P1\"}')"),
 	qr/^57014: canceling statement due to statement timeout/, 'statement_timeout cancels a waiting call');
