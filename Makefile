@@ -5,6 +5,7 @@
 #   make check      install missing packages, build, install, run every suite
 #   make demo       the end-to-end demonstration (scripts/demo)
 #   make valgrind   pg_regress with the server under valgrind (after make install)
+#   make sanitize   every suite of make check with interop.so built with UBSan
 #   make fuzz       libFuzzer on the parsers, FUZZ_SECONDS each (test/fuzz/run)
 
 EXTENSION = interop
@@ -27,9 +28,9 @@ EXTRA_CLEAN = tmp_check results regression.diffs regression.out
 
 FUZZ_SECONDS ?= 60
 
-ifneq ($(filter check demo deps valgrind fuzz,$(MAKECMDGOALS)),)
+ifneq ($(filter check demo deps valgrind sanitize fuzz,$(MAKECMDGOALS)),)
 # These goals must work before the build dependencies (pg_config) exist.
-.PHONY: check demo deps valgrind fuzz
+.PHONY: check demo deps valgrind sanitize fuzz
 check:
 	@scripts/check
 demo:
@@ -38,6 +39,8 @@ deps:
 	@scripts/install-deps
 valgrind:
 	@test/valgrind
+sanitize:
+	@scripts/check --sanitize
 fuzz:
 	@scripts/install-deps --fuzz && test/fuzz/run $(FUZZ_SECONDS)
 else

@@ -473,7 +473,7 @@ my @headers = (
 	['header not JSON', '400 bad_request', 'alg=ES256'],
 	['header with a BOM', '400 bad_request', "\xef\xbb\xbf$HEADER"],
 	['header 40 levels deep', '200 ok', $hx->('"x":' . ('[' x 40) . (']' x 40))],
-	['header 100000 levels deep', '400 bad_request', $hx->('"x":' . ('[' x 20000) . (']' x 20000))],
+	['header 20000 levels deep', '400 bad_request', $hx->('"x":' . ('[' x 20000) . (']' x 20000))],
 );
 for my $c (@headers) { query_case("JWS header: $c->[0]", $c->[1], jws(claims(), header => $c->[2])) }
 # signed by a key that is not the x5c leaf's
