@@ -93,6 +93,16 @@ SELECT interop.apply_changes('regress_sub.copy',
 SELECT * FROM regress_sub.copy ORDER BY id;
 SELECT interop.apply_changes('regress_sub.copy',
     '{"key": ["name"], "columns": [], "upserts": [], "deletes": []}', false);
+-- a page of a copy is a plain INSERT; a key written into the target
+-- meanwhile makes it an upsert, so the page still applies
+SELECT interop.apply_changes('regress_sub.copy',
+    '{"key": ["id"], "columns": [{"name": "id"}, {"name": "name"}],
+      "upserts": [{"id": 40, "name": "forty"}, {"id": 41, "name": "forty-one"}], "deletes": []}', false, true);
+INSERT INTO regress_sub.copy VALUES (51, 'written locally');
+SELECT interop.apply_changes('regress_sub.copy',
+    '{"key": ["id"], "columns": [{"name": "id"}, {"name": "name"}],
+      "upserts": [{"id": 50, "name": "fifty"}, {"id": 51, "name": "fifty-one"}], "deletes": []}', false, true);
+SELECT * FROM regress_sub.copy ORDER BY id;
 
 SELECT interop.remove_peer('MN/GOV/1000001/population');
 SELECT interop.unpublish('pair');

@@ -798,6 +798,22 @@ PrefetchPull(Transfer *t, const char *next)
 	curl_multi_perform(amulti, &running);
 }
 
+/* CursorIsCopy - does this cursor (NULL: the start) ask for a page of a copy? */
+static bool
+CursorIsCopy(const char *cursor)
+{
+	Jsonb	   *jb;
+	JsonbValue	k;
+
+	if (cursor == NULL)
+		return true;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cursor)));
+	k.type = jbvString;
+	k.val.string.val = "copy";
+	k.val.string.len = 4;
+	return JB_ROOT_IS_OBJECT(jb) && findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k) != NULL;
+}
+
 /*
  * JudgeSubscription - verify a batch and apply it with its cursor (may
  * raise an ERROR: the caller's subtransaction then rolls the batch back
@@ -896,7 +912,7 @@ JudgeSubscription(Transfer *t)
 				 errhint("Subscribe again as an existing role.")));
 	if (p.more)
 		PrefetchPull(t, p.next);
-	ApplyChanges(t->target, owner, payload, t->cursor == NULL, &applied);
+	ApplyChanges(t->target, owner, payload, t->cursor == NULL, CursorIsCopy(t->cursor), &applied);
 	p.state = "done";
 	RecordPull(t, &p);
 }

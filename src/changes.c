@@ -545,14 +545,15 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 /*
  * ApplyChanges - one verified batch into the target, as the subscription's
  * owner (interop.apply_changes, SECURITY INVOKER).  reset: the first page
- * of a copy, which empties the target first.  Sets *applied to the rows
+ * of a copy, which empties the target first; copy: a page of the copy,
+ * whose keys all follow the keys already copied.  Sets *applied to the rows
  * written; raises an ERROR when the batch cannot be applied.
  */
 bool
-ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, int64 *applied)
+ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, bool copy, int64 *applied)
 {
-	Oid			types[3] = {OIDOID, JSONBOID, BOOLOID};
-	Datum		values[3];
+	Oid			types[4] = {OIDOID, JSONBOID, BOOLOID, BOOLOID};
+	Datum		values[4];
 	Oid			save_userid;
 	int			save_sec_context;
 	volatile int ret = 0;
@@ -561,13 +562,14 @@ ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, int64 *applied)
 	values[0] = ObjectIdGetDatum(target);
 	values[1] = JsonbPGetDatum(batch);
 	values[2] = BoolGetDatum(reset);
+	values[3] = BoolGetDatum(copy);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
-		ret = SPI_execute_with_args("SELECT interop.apply_changes($1::regclass, $2, $3)",
-									3, types, values, NULL, false, 1);
+		ret = SPI_execute_with_args("SELECT interop.apply_changes($1::regclass, $2, $3, $4)",
+									4, types, values, NULL, false, 1);
 	}
 	PG_FINALLY();
 	{

@@ -298,7 +298,7 @@ extern char *EqualityOperator(Oid type);
 /* in changes.c */
 extern bool ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans,
 						 char **answer_json, ServiceRefusal *refusal);
-extern bool ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, int64 *applied);
+extern bool ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, bool copy, int64 *applied);
 
 /* in x509.c */
 extern bool InstallCrl(X509_CRL *crl);

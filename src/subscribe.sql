@@ -259,7 +259,8 @@ COMMENT ON FUNCTION interop.unsubscribe(interop.member_id, text) IS
 
 -- one batch into the target; SECURITY INVOKER: the sync worker calls it as
 -- the subscription's owner
-CREATE FUNCTION interop.apply_changes(target regclass, batch jsonb, reset bool) RETURNS bigint
+CREATE FUNCTION interop.apply_changes(target regclass, batch jsonb, reset bool, copy bool DEFAULT false)
+RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 DECLARE
     key text[] := ARRAY(SELECT jsonb_array_elements_text(batch->'key'));
@@ -267,6 +268,7 @@ DECLARE
     cols text[];
     rest text[];
     keydefs text;
+    ins text;
     rows jsonb;
     n bigint := 0;
     m bigint;
@@ -303,12 +305,23 @@ BEGIN
          WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
            AND a.attname::text IN (SELECT c->>'name' FROM jsonb_array_elements(batch->'columns') c);
         rest := ARRAY(SELECT c FROM unnest(cols) c WHERE c <> ALL (key));
-        EXECUTE format('INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_to_recordset($1) AS d(%s) '
-                       'ON CONFLICT (%s) DO %s',
-                       target,
-                       (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),
-                       (SELECT string_agg(format('d.%I', c), ', ') FROM unnest(cols) c),
-                       keydefs,
+        ins := format('INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_to_recordset($1) AS d(%s)',
+                      target,
+                      (SELECT string_agg(format('%I', c), ', ') FROM unnest(cols) c),
+                      (SELECT string_agg(format('d.%I', c), ', ') FROM unnest(cols) c),
+                      keydefs);
+        -- a copy page holds keys after every key copied so far, in order:
+        -- a plain INSERT, unless somebody wrote such a key into the target
+        IF copy THEN
+            BEGIN
+                EXECUTE ins USING rows;
+                GET DIAGNOSTICS m = ROW_COUNT;
+                RETURN n + m;
+            EXCEPTION WHEN unique_violation THEN
+                NULL;           -- rolled back; upserted below
+            END;
+        END IF;
+        EXECUTE ins || format(' ON CONFLICT (%s) DO %s',
                        (SELECT string_agg(format('%I', c), ', ') FROM unnest(key) c),
                        CASE WHEN cardinality(rest) = 0 THEN 'NOTHING'
                             ELSE format('UPDATE SET (%s) = ROW(%s)',
@@ -321,8 +334,8 @@ BEGIN
     RETURN n;
 END
 $$;
-REVOKE ALL ON FUNCTION interop.apply_changes(regclass, jsonb, bool) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION interop.apply_changes(regclass, jsonb, bool) TO interop_admin, interop_user;
+REVOKE ALL ON FUNCTION interop.apply_changes(regclass, jsonb, bool, bool) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.apply_changes(regclass, jsonb, bool, bool) TO interop_admin, interop_user;
 
 REVOKE ALL ON FUNCTION interop.subscribe(interop.member_id, text, regclass, text, interval),
                        interop.unsubscribe(interop.member_id, text) FROM PUBLIC;

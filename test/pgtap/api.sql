@@ -87,7 +87,7 @@ SELECT table_privs_are('interop', 'stat_peer', 'interop_user', ARRAY[]::text[]);
 SELECT is_definer('interop', 'subscribe', ARRAY['interop.member_id', 'text', 'regclass', 'text', 'interval']);
 SELECT function_privs_are('interop', 'subscribe', ARRAY['interop.member_id', 'text', 'regclass', 'text', 'interval'], 'interop_user', ARRAY['EXECUTE']);
 SELECT function_privs_are('interop', 'subscribe', ARRAY['interop.member_id', 'text', 'regclass', 'text', 'interval'], 'public', ARRAY[]::text[]);
-SELECT isnt_definer('interop', 'apply_changes', ARRAY['regclass', 'jsonb', 'boolean']);
+SELECT isnt_definer('interop', 'apply_changes', ARRAY['regclass', 'jsonb', 'boolean', 'boolean']);
 SELECT function_privs_are('interop', 'capture_changes', ARRAY[]::text[], 'public', ARRAY[]::text[]);
 SELECT function_privs_are('interop', 'capture_changes', ARRAY[]::text[], 'interop_admin', ARRAY[]::text[]);
 SELECT function_privs_are('interop', 'prune_changes', ARRAY['interval'], 'interop_user', ARRAY[]::text[]);
