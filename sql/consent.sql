@@ -6,6 +6,7 @@ SET search_path = public, interop;
 
 CREATE ROLE regress_cs_admin IN ROLE interop_admin;
 CREATE ROLE regress_cs_app IN ROLE interop_user;
+CREATE ROLE regress_cs_portal IN ROLE interop_citizen_portal;
 CREATE ROLE regress_cs_audit IN ROLE interop_auditor;
 CREATE SCHEMA health;
 CREATE TABLE health.record (person text PRIMARY KEY, blood_type text);
@@ -26,8 +27,18 @@ SELECT interop.dry_run('blood', 'MN/GOV/5000005/hospital', '{}', 'treatment');
 SELECT interop.dry_run('blood', 'MN/GOV/5000005/hospital', '{"person":"УБ80010100"}');
 RESET ROLE;
 
--- the application records a consent (interop_user)
+-- an application that exchanges data (interop_user) records no consent,
+-- reads no consent and no citizen's access history
 SET ROLE regress_cs_app;
+SELECT interop.grant_consent('УБ80010100', 'MN/GOV/5000005/hospital', 'blood', 'treatment');
+SELECT interop.revoke_consent(1);
+SELECT interop.consent_valid('УБ80010100', 'MN/GOV/5000005/hospital', 'blood', 'treatment');
+SELECT * FROM interop.subject_access_report('УБ80010100');
+SELECT count(*) FROM interop.consent;
+RESET ROLE;
+
+-- the citizen portal records a consent (interop_citizen_portal)
+SET ROLE regress_cs_portal;
 SELECT interop.grant_consent('УБ80010100', 'MN/GOV/5000005/hospital', 'blood', 'treatment',
                              evidence => 'signed form 2026/118') AS consent \gset
 SELECT interop.consent_valid('УБ80010100', 'MN/GOV/5000005/hospital', 'blood', 'treatment');
@@ -45,7 +56,7 @@ SELECT interop.dry_run('blood', 'MN/GOV/5000005/hospital', '{"person":"УБ92031
 RESET ROLE;
 
 -- revoked: refused from then on; the consent and its history stay
-SET ROLE regress_cs_app;
+SET ROLE regress_cs_portal;
 SELECT interop.revoke_consent(:consent);
 SELECT interop.revoke_consent(:consent);
 SELECT interop.revoke_consent(999999);
@@ -56,7 +67,7 @@ SELECT interop.dry_run('blood', 'MN/GOV/5000005/hospital', '{"person":"УБ80010
 RESET ROLE;
 
 -- a consent with an end: valid until then, not after
-SET ROLE regress_cs_app;
+SET ROLE regress_cs_portal;
 SELECT interop.grant_consent('УБ92031522', 'MN/GOV/5000005/hospital', 'blood', 'treatment',
                              valid_until => clock_timestamp() + interval '1 second') AS short \gset
 SELECT interop.consent_valid('УБ92031522', 'MN/GOV/5000005/hospital', 'blood', 'treatment');
@@ -65,7 +76,7 @@ SELECT interop.consent_valid('УБ92031522', 'MN/GOV/5000005/hospital', 'blood',
 RESET ROLE;
 
 -- bad input
-SET ROLE regress_cs_app;
+SET ROLE regress_cs_portal;
 SELECT interop.grant_consent('', 'MN/GOV/5000005/hospital', 'blood', 'treatment');
 SELECT interop.grant_consent('УБ80010100', 'MN/GOV/5000005/hospital', 'blood', NULL);
 SELECT interop.grant_consent('УБ80010100', 'MN/GOV/5000005/hospital', 'nosuch', 'treatment');
@@ -80,7 +91,7 @@ FROM interop.consent_log ORDER BY id;
 SELECT count(*) AS consents, count(revoked_at) AS revoked FROM interop.consent;
 
 -- nobody writes the consent tables directly
-SET ROLE regress_cs_app;
+SET ROLE regress_cs_portal;
 DELETE FROM interop.consent;
 UPDATE interop.consent SET revoked_at = NULL;
 INSERT INTO interop.consent_log (consent_id, event, subject, consumer, service, purpose, role)
@@ -106,7 +117,7 @@ VALUES ('in', 'MN/GOV/5000005/hospital', 'blood', 'treatment', 'Health Act, art.
         '33333333-3333-4333-8333-333333333333', 200, 1, 1.0, NULL, '2026-11-21 09:00+00'),
        ('in', 'MN/GOV/5000005/hospital', 'blood', 'treatment', 'Health Act, art. 7', 'УБ92031522',
         '44444444-4444-4444-8444-444444444444', 200, 1, 1.0, NULL, '2026-11-21 10:00+00');
-SET ROLE regress_cs_app;
+SET ROLE regress_cs_portal;
 SELECT at, direction, provider, consumer, service, purpose, legal_basis, consent_id = :consent AS with_consent,
        message_id, row_count
 FROM interop.subject_access_report('УБ80010100');
@@ -120,4 +131,4 @@ SET ROLE regress_cs_admin;
 SELECT interop.unpublish('blood');
 RESET ROLE;
 DROP SCHEMA health CASCADE;
-DROP ROLE regress_cs_admin, regress_cs_app, regress_cs_audit;
+DROP ROLE regress_cs_admin, regress_cs_app, regress_cs_portal, regress_cs_audit;

@@ -39,6 +39,9 @@ DROP ROLE regress_exchange_audit, regress_exchange_user, regress_exchange_admin;
 
 -- settings: where each is set
 SELECT name, unit, context FROM pg_settings WHERE name LIKE 'interop.%' ORDER BY name;
+-- (the range's wording differs between PostgreSQL versions)
+\set VERBOSITY sqlstate
 SET interop.request_timeout = '50ms';
+\set VERBOSITY default
 SET interop.port = 9999;
 RESET interop.request_timeout;

@@ -42,7 +42,7 @@ SELECT interop.jws_header(interop.sign('{"a":1}')), interop.verify(interop.sign(
 -- the CSR names the member id and is signed by the node key
 SELECT interop.certificate_request() AS csr \gset
 \setenv CSR :csr
-\! printf '%s\n' "$CSR" | openssl req -noout -verify -subject 2>&1
+\! printf '%s\n' "$CSR" | openssl req -noout -verify -subject -nameopt RFC2253 2>&1
 
 -- the node table holds no private key
 SELECT count(*) AS private_key_columns FROM information_schema.columns

@@ -26,6 +26,20 @@ SELECT interop.add_peer('MN/GOV/5/x', 'https://host/../../etc');
 SELECT interop.add_peer('MN/GOV/5/x', NULL);
 SELECT interop.add_peer('MN GOV', 'https://host');
 
+-- a peer with several nodes: base URLs tried in order, normalized, each once
+SELECT interop.add_peer('MN/GOV/4000002/forest', ARRAY['https://A.forest.example:8443/', 'https://b.forest.example:8443']);
+SELECT base_url, more_urls FROM interop.peer WHERE member_id::text = 'MN/GOV/4000002/forest';
+SELECT interop.add_peer('MN/GOV/4000002/forest', 'https://c.forest.example');
+SELECT base_url, more_urls FROM interop.peer WHERE member_id::text = 'MN/GOV/4000002/forest';
+SELECT interop.add_peer('MN/GOV/4000002/forest', ARRAY['https://a.forest.example', 'https://A.forest.example:443']);
+SELECT interop.add_peer('MN/GOV/4000002/forest', ARRAY['https://a.forest.example', 'http://b.forest.example']);
+SELECT interop.add_peer('MN/GOV/4000002/forest', ARRAY['https://a.forest.example', NULL]);
+SELECT interop.add_peer('MN/GOV/4000002/forest', '{}'::text[]);
+SELECT interop.add_peer('MN/GOV/4000002/forest', NULL::text[]);
+UPDATE interop.peer SET more_urls = '{{https://x.example,https://y.example}}' WHERE member_id::text = 'MN/GOV/4000002/forest';
+SELECT base_url, more_urls FROM interop.peer WHERE member_id::text = 'MN/GOV/4000002/forest';
+SELECT interop.remove_peer('MN/GOV/4000002/forest');
+
 -- removal
 SELECT interop.remove_peer('MN/GOV/4000001/land');
 SELECT interop.remove_peer('MN/GOV/4000001/land');

@@ -43,13 +43,19 @@ RESET ROLE;
 -- the key file: not through the GUC, not through file functions
 SET ROLE regress_app;
 SET interop.key_file = '/etc/passwd';
+-- (the wording of these refusals differs between PostgreSQL versions: the
+-- SQLSTATE, insufficient_privilege, is what they share)
+\set VERBOSITY sqlstate
 SHOW interop.key_file;
+\set VERBOSITY default
 SELECT pg_read_file('interop/node.key');
 SELECT pg_read_binary_file('interop/node.key');
 SELECT pg_ls_dir('interop');
+\set VERBOSITY sqlstate
 COPY (SELECT 1) TO '/tmp/x';
 CREATE TEMP TABLE k (line text);
 COPY k FROM 'interop/node.key';
+\set VERBOSITY default
 DROP TABLE k;
 RESET ROLE;
 
@@ -60,7 +66,7 @@ JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'interop'
 WHERE pg_get_function_arguments(p.oid) ~* '(file|path|dir)';
 
 -- SECURITY DEFINER functions pin their search_path
-SELECT p.proname, p.proconfig
+SELECT p.proname, (SELECT c FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') AS search_path
 FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'interop'
 WHERE p.prosecdef ORDER BY 1;

@@ -1,11 +1,11 @@
--- async.sql: durable asynchronous queries (DESIGN §3, §4)
+-- async.sql: durable asynchronous queries (docs/architecture.md)
 --
 -- interop.query_async() inserts a row in the caller's transaction (nothing
 -- is sent if it rolls back) and wakes the sync worker at commit.  The worker
 -- signs the request once, stores it, and sends those same bytes at every
 -- attempt, so a retry after a lost answer or a crash is the same jti with
 -- the same bytes, which the provider answers from its log without running
--- the query again (DESIGN §5).  Retries back off up to interop.max_attempts.
+-- the query again (docs/protocol.md).  Retries back off up to interop.max_attempts.
 -- The answer is verified before it is stored.  See src/async.c.
 
 CREATE TABLE interop.async_request (
@@ -34,6 +34,7 @@ SELECT pg_catalog.pg_extension_config_dump('interop.async_request', '');
 SELECT pg_catalog.pg_extension_config_dump('interop.async_request_id_seq', '');
 REVOKE ALL ON interop.async_request FROM PUBLIC;
 GRANT SELECT ON interop.async_request TO interop_admin, interop_auditor;
+GRANT SELECT, UPDATE ON interop.async_request TO interop_worker;
 
 CREATE FUNCTION interop.wake_sync_worker() RETURNS void
     AS 'MODULE_PATHNAME', 'interop_wake_sync_worker' LANGUAGE C VOLATILE;
@@ -46,6 +47,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.query_async()');
     IF provider IS NULL OR service IS NULL THEN
         RAISE EXCEPTION 'provider and service must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -143,6 +145,7 @@ CREATE TABLE interop.peer_catalog (
 COMMENT ON TABLE interop.peer_catalog IS 'each peer''s signed catalog as last fetched and verified by the sync worker';
 REVOKE ALL ON interop.peer_catalog FROM PUBLIC;
 GRANT SELECT ON interop.peer_catalog TO interop_admin, interop_user, interop_auditor;
+GRANT SELECT, INSERT, UPDATE ON interop.peer_catalog TO interop_worker;
 
 -- where the sync worker fetches CRLs: the distribution points named by the
 -- trust anchors and the node's certificate chain (http:// only: a CRL is signed)
@@ -157,3 +160,4 @@ CREATE TABLE interop.crl_source (
 COMMENT ON TABLE interop.crl_source IS 'CRL distribution points the sync worker fetches every interop.sync_interval';
 REVOKE ALL ON interop.crl_source FROM PUBLIC;
 GRANT SELECT ON interop.crl_source TO interop_admin, interop_auditor;
+GRANT SELECT, INSERT, UPDATE ON interop.crl_source TO interop_worker;

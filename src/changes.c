@@ -160,7 +160,7 @@ LoadTracked(const Service *svc, Tracked *t, ServiceRefusal *refusal)
 		t->column_types[t->ncolumns] = format_type_be(att->atttypid);
 		t->ncolumns++;
 	}
-	pk = RelationGetPrimaryKeyIndex(rel);
+	pk = PrimaryKeyIndex(rel);
 	if (!OidIsValid(pk))
 	{
 		relation_close(rel, AccessShareLock);
@@ -210,22 +210,12 @@ KeyText(Jsonb *after, const char *name)
 static void
 RunAsOwner(const Service *svc, const char *sql, int nargs, Oid *types, Datum *values)
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	volatile int ret = 0;
+	RoleSwitch	save;
+	int			ret;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(svc->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
+	BecomeRole(svc->owner, &save);
+	ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
+	RestoreRole(&save);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read service \"%s\": %s", svc->name, SPI_result_code_string(ret));
 }
@@ -347,9 +337,17 @@ ChangePage(const Service *svc, const Tracked *t, const Cursor *c, const char *to
 	values[2] = CStringGetTextDatum(to);
 	values[3] = CStringGetTextDatum(c->tx ? c->tx : c->x);
 	values[4] = CStringGetTextDatum(c->id ? c->id : "0");
-	if (SPI_execute_with_args(psprintf("SELECT tx::text, id::text, key::text FROM interop.change_log "
-									   "WHERE source = $1 AND tx >= $2::xid8 AND tx < $3::xid8 "
-									   "AND (tx, id) > ($4::xid8, $5::bigint) ORDER BY tx, id LIMIT %d",
+	/*
+	 * Ordered by the columns themselves (c.tx, c.id), never by the text
+	 * the query returns: an unqualified ORDER BY tx, id names the output
+	 * columns, the text casts, and "104497" sorts before "5000".  In 0.1.0
+	 * that made a page end at the wrong place, and the next page's
+	 * (tx, id) > cursor skipped every change before it: a subscription
+	 * silently missed most of a large transaction (test/t/014_divergence.pl).
+	 */
+	if (SPI_execute_with_args(psprintf("SELECT c.tx::text, c.id::text, c.key::text FROM interop.change_log AS c "
+									   "WHERE c.source = $1 AND c.tx >= $2::xid8 AND c.tx < $3::xid8 "
+									   "AND (c.tx, c.id) > ($4::xid8, $5::bigint) ORDER BY c.tx, c.id LIMIT %d",
 									   svc->max_rows),
 							  5, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.change_log");
@@ -416,6 +414,52 @@ Horizon(Oid source, char **xmin, char **xmax, char **below)
 	*below = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 }
 
+/*
+ * StartedChangeLog - where the change log of source starts, when its
+ * capture triggers exist but nothing says where they started: after a
+ * restore, which brings the triggers back with the table but not the
+ * change log.  From now: every older cursor is expired.  NULL when the
+ * capture is not set up.
+ */
+static char *
+StartedChangeLog(Oid source)
+{
+	Oid			type = OIDOID;
+	Datum		value = ObjectIdGetDatum(source);
+
+	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'interop_capture_insert'",
+							  1, &type, &value, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_trigger");
+	if (SPI_processed == 0)
+		return NULL;
+	if (SPI_execute_with_args("INSERT INTO interop.change_pruned (source, below) "
+							  "VALUES ($1, (pg_catalog.pg_current_xact_id()::text::numeric + 1)::text::xid8) "
+							  "ON CONFLICT (source) DO NOTHING",
+							  1, &type, &value, NULL, false, 0) != SPI_OK_INSERT ||
+		SPI_execute_with_args("SELECT below::text FROM interop.change_pruned WHERE source = $1",
+							  1, &type, &value, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not write interop.change_pruned");
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * CommittedChangesFrom - whether the change log of source has entries of
+ * transactions from "from" on that this snapshot sees: committed changes
+ * that no answer has carried yet, held back by an older transaction
+ * that still runs.
+ */
+static bool
+CommittedChangesFrom(Oid source, const char *from)
+{
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(source), CStringGetTextDatum(from)};
+
+	if (SPI_execute_with_args("SELECT 1 FROM interop.change_log WHERE source = $1 AND tx >= $2::xid8 LIMIT 1",
+							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.change_log");
+	return SPI_processed > 0;
+}
+
 /* XidLess - a < b for decimal transaction ids */
 static bool
 XidLess(const char *a, const char *b)
@@ -428,7 +472,8 @@ XidLess(const char *a, const char *b)
 
 /*
  * ServeChanges - answer a verified POST /v1/changes: fills *answer_json
- * (the "columns", "key", "upserts", "deletes", "next", "more" claims) and
+ * (the "columns", "key", "upserts", "deletes", "next", "phase", "more",
+ * "complete" claims: docs/protocol.md) and
  * ans (row count, legal basis) and returns true, or fills refusal.
  */
 bool
@@ -443,6 +488,8 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 	StringInfoData next;
 	StringInfoData out;
 	bool		more = false;
+	bool		complete = false;	/* every change committed before this answer is in it or before it */
+	bool		next_is_copy = false;	/* the cursor sent leads to a page of the copy */
 	int			nrows = 0;
 	char	   *xmin;
 	char	   *xmax;
@@ -461,6 +508,8 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 	if (!LoadTracked(&svc, &t, refusal))
 		return false;
 	Horizon(svc.source, &xmin, &xmax, &below);
+	if (below == NULL)
+		below = StartedChangeLog(svc.source);
 
 	initStringInfo(&upserts);
 	initStringInfo(&deletes);
@@ -490,6 +539,7 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 		{
 			appendStringInfo(&next, "{\"copy\": \"%s\", \"after\": %s}", x, last);
 			more = true;
+			next_is_copy = true;
 		}
 		else
 		{
@@ -515,7 +565,20 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 			more = true;
 		}
 		else
-			appendStringInfo(&next, "{\"from\": \"%s\"}", XidLess(c.x, to) ? to : c.x);
+		{
+			/*
+			 * The range is served.  A range is fixed when its first page is
+			 * served, so transactions may have committed after it: when a
+			 * later range is ready already, ask again at once; when
+			 * committed changes lie beyond the horizon (an older
+			 * transaction still runs), the consumer is not complete.
+			 */
+			const char *from = XidLess(c.x, to) ? to : c.x;
+
+			appendStringInfo(&next, "{\"from\": \"%s\"}", from);
+			more = XidLess(from, xmin);
+			complete = !more && !CommittedChangesFrom(svc.source, from);
+		}
 	}
 
 	initStringInfo(&out);
@@ -535,8 +598,10 @@ ServeChanges(const ServiceRequest *req, Jsonb *since, ServiceAnswer *ans, char *
 			appendStringInfoString(&out, ", ");
 		escape_json(&out, t.key_names[i]);
 	}
-	appendStringInfo(&out, "], \"upserts\": [%s], \"deletes\": [%s], \"next\": %s, \"more\": %s}",
-					 upserts.data, deletes.data, next.data, more ? "true" : "false");
+	appendStringInfo(&out, "], \"upserts\": [%s], \"deletes\": [%s], \"next\": %s, \"phase\": \"%s\", "
+					 "\"more\": %s, \"complete\": %s}",
+					 upserts.data, deletes.data, next.data, next_is_copy ? "copy" : "changes",
+					 more ? "true" : "false", complete ? "true" : "false");
 	*answer_json = out.data;
 	ans->nrows = nrows;
 	return true;
@@ -554,28 +619,18 @@ ApplyChanges(Oid target, Oid owner, Jsonb *batch, bool reset, bool copy, int64 *
 {
 	Oid			types[4] = {OIDOID, JSONBOID, BOOLOID, BOOLOID};
 	Datum		values[4];
-	Oid			save_userid;
-	int			save_sec_context;
-	volatile int ret = 0;
+	RoleSwitch	save;
+	int			ret;
 	bool		isnull;
 
 	values[0] = ObjectIdGetDatum(target);
 	values[1] = JsonbPGetDatum(batch);
 	values[2] = BoolGetDatum(reset);
 	values[3] = BoolGetDatum(copy);
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		ret = SPI_execute_with_args("SELECT interop.apply_changes($1::regclass, $2, $3, $4)",
-									4, types, values, NULL, false, 1);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
+	BecomeRole(owner, &save);
+	ret = SPI_execute_with_args("SELECT interop.apply_changes($1::regclass, $2, $3, $4)",
+								4, types, values, NULL, false, 1);
+	RestoreRole(&save);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not apply a batch: %s", SPI_result_code_string(ret));
 	*applied = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

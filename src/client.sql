@@ -4,9 +4,10 @@ CREATE TABLE interop.peer (
     member_id interop.member_id PRIMARY KEY,
     base_url  text NOT NULL,
     added_by  regrole NOT NULL DEFAULT current_user::regrole,
-    added_at  timestamptz NOT NULL DEFAULT now()
+    added_at  timestamptz NOT NULL DEFAULT now(),
+    more_urls text[] NOT NULL DEFAULT '{}'  -- tried in order after base_url: the peer's other nodes
 );
-COMMENT ON TABLE interop.peer IS 'other nodes this node calls: member id and base URL (https://host:port[/prefix])';
+COMMENT ON TABLE interop.peer IS 'other nodes this node calls: member id and base URL (https://host:port[/prefix]), and the base URLs of its other nodes';
 SELECT pg_catalog.pg_extension_config_dump('interop.peer', '');
 
 -- interop.normalize_base_url: the canonical form of a peer base URL, or an error
@@ -45,7 +46,22 @@ $$;
 CREATE FUNCTION interop.peer_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    IF interop.restoring() THEN
+        RETURN NEW;
+    END IF;
     NEW.base_url := interop.normalize_base_url(NEW.base_url);
+    IF array_ndims(NEW.more_urls) > 1 OR array_position(NEW.more_urls, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid base URLs of peer "%"', NEW.member_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The list of base URLs is one-dimensional and has no NULL.';
+    END IF;
+    NEW.more_urls := ARRAY(SELECT interop.normalize_base_url(u) FROM unnest(NEW.more_urls) WITH ORDINALITY x(u, o) ORDER BY o);
+    IF NEW.base_url = ANY (NEW.more_urls)
+       OR cardinality(NEW.more_urls) <> (SELECT count(DISTINCT u) FROM unnest(NEW.more_urls) u) THEN
+        RAISE EXCEPTION 'invalid base URLs of peer "%"', NEW.member_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A base URL is listed twice (after normalization).';
+    END IF;
     NEW.added_by := current_user::regrole;
     NEW.added_at := now();
     RETURN NEW;
@@ -59,20 +75,43 @@ CREATE TRIGGER peer_history AFTER INSERT OR UPDATE OR DELETE ON interop.peer
 CREATE FUNCTION interop.add_peer(member_id interop.member_id, base_url text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.add_peer()');
     IF member_id IS NULL OR base_url IS NULL THEN
         RAISE EXCEPTION 'member_id and base_url must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     INSERT INTO interop.peer AS p (member_id, base_url) VALUES (add_peer.member_id, add_peer.base_url)
-    ON CONFLICT ON CONSTRAINT peer_pkey DO UPDATE SET base_url = excluded.base_url;
+    ON CONFLICT ON CONSTRAINT peer_pkey DO UPDATE SET base_url = excluded.base_url, more_urls = excluded.more_urls;
     PERFORM interop.wake_sync_worker();     -- fetch its catalog after commit
 END
 $$;
 COMMENT ON FUNCTION interop.add_peer(interop.member_id, text) IS
     'records (or moves) a peer: its member id and base URL, https://host:port[/prefix]';
 
+CREATE FUNCTION interop.add_peer(member_id interop.member_id, base_urls text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
+BEGIN
+    PERFORM interop.refuse_on_standby('interop.add_peer()');
+    IF member_id IS NULL OR base_urls IS NULL THEN
+        RAISE EXCEPTION 'member_id and base_urls must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF cardinality(base_urls) = 0 THEN
+        RAISE EXCEPTION 'peer "%" needs at least one base URL', member_id USING ERRCODE = 'invalid_parameter_value',
+            HINT = format('Example: SELECT interop.add_peer(%L, ARRAY[''https://a.example:8443'', ''https://b.example:8443'']);', member_id);
+    END IF;
+    INSERT INTO interop.peer AS p (member_id, base_url, more_urls)
+    VALUES (add_peer.member_id, base_urls[array_lower(base_urls, 1)],
+            coalesce(base_urls[array_lower(base_urls, 1) + 1:], '{}'))
+    ON CONFLICT ON CONSTRAINT peer_pkey DO UPDATE SET base_url = excluded.base_url, more_urls = excluded.more_urls;
+    PERFORM interop.wake_sync_worker();     -- fetch its catalog after commit
+END
+$$;
+COMMENT ON FUNCTION interop.add_peer(interop.member_id, text[]) IS
+    'records (or moves) a peer with several base URLs, its nodes that can be primary, tried in order when one cannot be reached';
+
 CREATE FUNCTION interop.remove_peer(member_id interop.member_id) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.remove_peer()');
     DELETE FROM interop.peer p WHERE p.member_id = remove_peer.member_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'peer "%" is not known', member_id
@@ -83,10 +122,12 @@ END
 $$;
 COMMENT ON FUNCTION interop.remove_peer(interop.member_id) IS 'forgets a peer';
 
-REVOKE ALL ON FUNCTION interop.add_peer(interop.member_id, text), interop.remove_peer(interop.member_id) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION interop.add_peer(interop.member_id, text), interop.remove_peer(interop.member_id) TO interop_admin;
+REVOKE ALL ON FUNCTION interop.add_peer(interop.member_id, text), interop.add_peer(interop.member_id, text[]),
+    interop.remove_peer(interop.member_id) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.add_peer(interop.member_id, text), interop.add_peer(interop.member_id, text[]),
+    interop.remove_peer(interop.member_id) TO interop_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON interop.peer TO interop_admin;
-GRANT SELECT ON interop.peer TO interop_user, interop_auditor;
+GRANT SELECT ON interop.peer TO interop_user, interop_auditor, interop_worker;
 
 -- interop.query: call a peer's service; one jsonb object per row
 CREATE FUNCTION interop.query(provider interop.member_id, service text, params jsonb DEFAULT '{}',
@@ -103,7 +144,33 @@ CREATE FUNCTION interop.catalog(provider interop.member_id) RETURNS jsonb
 COMMENT ON FUNCTION interop.catalog(interop.member_id) IS
     'the services a peer grants this node, from its signed catalog: names, columns, filters, purposes';
 
--- interop.import_service: a typed local function for a remote service
+-- interop.catalog_type: the local type for a type name in a peer's catalog.
+-- A peer's catalog is hostile input: only a built-in type is taken as named
+-- (the name is checked for shape before it is parsed); anything else, a
+-- type of the provider's own or one this node happens to have under the
+-- same name (a domain with a CHECK of somebody's), arrives as text.
+CREATE FUNCTION interop.catalog_type(name text) RETURNS regtype
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    t regtype;
+BEGIN
+    IF name IS NULL OR length(name) > 128 OR name !~ '^("char"|[a-z][a-z0-9_ ]*)(\[\])*$' THEN
+        RETURN 'text';
+    END IF;
+    t := to_regtype(name);
+    IF t IS NULL OR t::oid >= 16384 THEN        -- FirstNormalObjectId: not built in
+        RETURN 'text';
+    END IF;
+    RETURN t;
+END
+$$;
+REVOKE ALL ON FUNCTION interop.catalog_type(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.catalog_type(text) TO interop_user;
+
+-- interop.import_service: a typed local function for a remote service.  The
+-- statement is built from whole values only: identifiers through %I, types
+-- through interop.catalog_type(), literals through %L; the function made is
+-- found by its argument types, and named by its regprocedure.
 CREATE FUNCTION interop.import_service(provider interop.member_id, service text,
                                        local_schema name DEFAULT NULL) RETURNS regprocedure
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
@@ -111,17 +178,18 @@ DECLARE
     svc jsonb;
     col jsonb;
     f text;
-    typ text;
+    typ regtype;
     args text[] := '{}';
+    argtypes oid[] := '{}';
     pairs text[] := '{}';
     outcols text[] := '{}';
-    reccols text[] := '{}';
     target name := coalesce(local_schema, current_schema());
-    sig text;
+    fn oid;
 BEGIN
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'no schema to create the function in'
-            USING ERRCODE = 'invalid_schema_name', HINT = 'Pass local_schema.';
+    PERFORM interop.refuse_on_standby('interop.import_service()');
+    IF target IS NULL OR to_regnamespace(quote_ident(target)) IS NULL THEN
+        RAISE EXCEPTION 'no schema "%" to create the function in', coalesce(target, '')
+            USING ERRCODE = 'invalid_schema_name', HINT = 'Pass local_schema, the name of an existing schema.';
     END IF;
     SELECT s INTO svc FROM jsonb_array_elements(interop.catalog(provider)) s WHERE s->>'name' = service;
     IF svc IS NULL THEN
@@ -129,34 +197,34 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = format('See SELECT jsonb_pretty(interop.catalog(%L)); the provider grants access with interop.grant_access().', provider);
     END IF;
-    -- a type unknown here (a domain or enum of the provider) arrives as text
+    -- interop.catalog() checked the shape: names of services and columns, filters among the columns
     FOR col IN SELECT * FROM jsonb_array_elements(svc->'columns') LOOP
-        typ := coalesce(to_regtype(col->>'type')::text, 'text');
-        outcols := outcols || format('%I %s', col->>'name', typ);
-        reccols := reccols || format('%I %s', col->>'name', typ);
+        outcols := outcols || format('%I %s', col->>'name', interop.catalog_type(col->>'type'));
     END LOOP;
     FOR f IN SELECT jsonb_array_elements_text(svc->'filters') LOOP
-        SELECT coalesce(to_regtype(c->>'type')::text, 'text') INTO typ
+        SELECT interop.catalog_type(c->>'type') INTO typ
         FROM jsonb_array_elements(svc->'columns') c WHERE c->>'name' = f;
         args := args || format('%I %s DEFAULT NULL', f, typ);
+        argtypes := argtypes || typ::oid;
         pairs := pairs || format('%L, %I', f, f);
     END LOOP;
     args := args || 'purpose text DEFAULT NULL'::text;
-    sig := format('%I.%I', target, service);
+    argtypes := argtypes || 'text'::regtype::oid;
     EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %s(%s) RETURNS TABLE (%s)
+        CREATE OR REPLACE FUNCTION %I.%I(%s) RETURNS TABLE (%s)
         LANGUAGE sql VOLATILE AS $body$
             SELECT r.* FROM interop.query(%L::interop.member_id, %L,
                 pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(%s)), purpose) AS q,
                 pg_catalog.jsonb_to_record(q) AS r(%s)
         $body$ $f$,
-        sig, array_to_string(args, ', '), array_to_string(outcols, ', '),
-        provider, service, array_to_string(pairs, ', '), array_to_string(reccols, ', '));
-    EXECUTE format('COMMENT ON FUNCTION %s IS %L', (SELECT format('%s(%s)', sig,
-        (SELECT string_agg(split_part(a, ' ', 2), ', ') FROM unnest(args) a))),
-        format('service %s of %s (imported by interop.import_service)', service, provider));
-    RETURN to_regprocedure(format('%s(%s)', sig,
-        (SELECT string_agg(regexp_replace(a, '^\S+ (.*?)( DEFAULT NULL)?$', '\1'), ', ') FROM unnest(args) a)));
+        target, service, array_to_string(args, ', '), array_to_string(outcols, ', '),
+        provider, service, array_to_string(pairs, ', '), array_to_string(outcols, ', '));
+    SELECT p.oid INTO STRICT fn FROM pg_proc p
+    WHERE p.pronamespace = to_regnamespace(quote_ident(target)) AND p.proname = service
+      AND ARRAY(SELECT unnest(p.proargtypes::oid[])) = argtypes;
+    EXECUTE format('COMMENT ON FUNCTION %s IS %L', fn::regprocedure,
+                   format('service %s of %s (imported by interop.import_service)', service, provider));
+    RETURN fn::regprocedure;
 END
 $$;
 COMMENT ON FUNCTION interop.import_service(interop.member_id, text, name) IS

@@ -55,6 +55,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.grant_consent()');
     IF subject IS NULL OR consumer IS NULL OR service IS NULL OR purpose IS NULL THEN
         RAISE EXCEPTION 'subject, consumer, service and purpose must not be null'
             USING ERRCODE = 'null_value_not_allowed';
@@ -91,6 +92,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 DECLARE
     c interop.consent;
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.revoke_consent()');
     UPDATE interop.consent AS k SET revoked_at = clock_timestamp(), revoked_by = interop.calling_role()
     WHERE k.id = revoke_consent.id AND k.revoked_at IS NULL
     RETURNING k.* INTO c;
@@ -143,11 +145,16 @@ REVOKE ALL ON FUNCTION interop.grant_consent(text, interop.member_id, text, text
                        interop.revoke_consent(bigint),
                        interop.consent_valid(text, interop.member_id, text, text),
                        interop.subject_access_report(text) FROM PUBLIC;
+-- Who may do what (docs/security.md, "Citizens' data"): consents are
+-- recorded and withdrawn, and a citizen's access history is read, by the
+-- application that authenticates citizens (interop_citizen_portal), not by
+-- every application that exchanges data (interop_user); auditors read both.
 GRANT EXECUTE ON FUNCTION interop.grant_consent(text, interop.member_id, text, text, timestamptz, text),
                           interop.revoke_consent(bigint),
                           interop.consent_valid(text, interop.member_id, text, text),
-                          interop.subject_access_report(text) TO interop_user;
+                          interop.subject_access_report(text) TO interop_citizen_portal;
 GRANT EXECUTE ON FUNCTION interop.consent_valid(text, interop.member_id, text, text),
                           interop.subject_access_report(text) TO interop_auditor;
-GRANT SELECT ON interop.consent TO interop_admin, interop_user, interop_auditor;   -- admin: dry_run checks consent as the publisher
+GRANT SELECT ON interop.consent TO interop_admin, interop_auditor, interop_citizen_portal;   -- admin: dry_run checks consent as the publisher
 GRANT SELECT ON interop.consent_log TO interop_auditor;
+GRANT SELECT ON interop.consent, interop.consent_log, interop.consent_log_id_seq TO interop_worker;

@@ -82,11 +82,15 @@ static uint64 tls_generation = 0;
 static bool in_request = false;
 
 /*
- * Overload: each worker counts its open TLS connections (a connection's SSL
- * object carries a mark whose free callback decrements the count).  A
- * connection that arrives beyond interop.gateway_max_connections is marked
- * as overflow: its requests get 429 and it is closed, while connections
- * already open go on being served.
+ * Overload: each worker counts its TLS connections that completed their
+ * handshake (the info callback marks the connection's SSL object when the
+ * handshake is done; the mark's free callback decrements the count).
+ * Connections that never finish a handshake do not count, so idle TCP
+ * connections cannot crowd out authenticated clients; evhttp's timeout
+ * cuts them.  A connection whose handshake completes beyond
+ * interop.gateway_max_connections is marked as overflow: its requests get
+ * a signed 429 and it is closed, while connections already open go on
+ * being served.
  */
 #define CONNECTION_NORMAL ((void *) 1)
 #define CONNECTION_OVERFLOW ((void *) 2)
@@ -221,6 +225,41 @@ ConnectionFreed(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
 		open_connections--;
 }
 
+/*
+ * TlsInfo - OpenSSL's info callback.  A completed handshake counts as an
+ * open connection.  A fatal alert this end sends during the handshake (a
+ * client certificate refused, say) is made to arrive: with TLS 1.3 the
+ * client's last flight and often its request are already here, and closing
+ * a socket with unread data sends a reset that overtakes the alert, so the
+ * client would report a broken connection instead of why it was refused.
+ * What has arrived is discarded and the sending side closed after the
+ * alert; the connection is then closed as usual.
+ */
+static void
+TlsInfo(const SSL *ssl, int where, int ret)
+{
+	if ((where & SSL_CB_HANDSHAKE_DONE) && SSL_get_ex_data(ssl, connection_mark) == NULL)
+	{
+		open_connections++;
+		SSL_set_ex_data((SSL *) ssl, connection_mark, open_connections > interop_gateway_max_connections ?
+						CONNECTION_OVERFLOW : CONNECTION_NORMAL);
+	}
+	if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && (ret >> 8) == SSL3_AL_FATAL &&
+		!SSL_is_init_finished(ssl))
+	{
+		int			fd = SSL_get_fd(ssl);
+		char		discard[4096];
+
+		CountRefusedHandshake(ret & 0xff);
+		if (fd < 0)
+			return;
+		/* what is there now, bounded: the handshake is over either way */
+		for (int i = 0; i < 64 && recv(fd, discard, sizeof(discard), MSG_DONTWAIT) > 0; i++)
+			;
+		shutdown(fd, SHUT_WR);
+	}
+}
+
 /* NewConnection - a TLS bufferevent for a connection evhttp accepted */
 static struct bufferevent *
 NewConnection(struct event_base *b, void *arg)
@@ -230,9 +269,7 @@ NewConnection(struct event_base *b, void *arg)
 
 	if (ssl == NULL)
 		return NULL;
-	open_connections++;
-	SSL_set_ex_data(ssl, connection_mark, open_connections > interop_gateway_max_connections ?
-					CONNECTION_OVERFLOW : CONNECTION_NORMAL);
+	SSL_set_info_callback(ssl, TlsInfo);
 	bev = bufferevent_openssl_socket_new(b, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 										 BEV_OPT_CLOSE_ON_FREE);
 	if (bev != NULL)
@@ -299,6 +336,7 @@ typedef struct Answer
 	char	   *body;
 	size_t		len;
 	const char *etag;			/* an ETag header, when set */
+	const char *allow;			/* 405: the Allow header */
 } Answer;
 
 /* ReasonPhrase - the HTTP reason phrase of a status */
@@ -357,8 +395,8 @@ Send(struct evhttp_request *hreq, const Answer *a)
 	evbuffer_add(out, a->body, a->len);
 	evhttp_add_header(headers, "Content-Type", a->content_type);
 	evhttp_add_header(headers, "Cache-Control", "no-store");
-	if (a->status == 405)
-		evhttp_add_header(headers, "Allow", "GET, POST");
+	if (a->status == 405 && a->allow)
+		evhttp_add_header(headers, "Allow", a->allow);
 	if (a->status == 429)
 	{
 		evhttp_add_header(headers, "Retry-After", "1");
@@ -398,7 +436,7 @@ SignedAnswer(Answer *a, MemoryContext cxt, int status, const char *payload)
 
 	a->status = status;
 	a->content_type = "application/jose";
-	a->body = JwsSignJson(payload, strlen(payload));
+	a->body = JwsSignJson(payload, strlen(payload), JWS_TYP_RESPONSE);
 	a->len = strlen(a->body);
 	MemoryContextSwitchTo(oldcxt);
 }
@@ -416,6 +454,7 @@ typedef struct Exchange
 	MemoryContext cxt;			/* the request's: what must outlive the commit */
 	ExchangeRequest req;		/* filled by CheckRequest as far as it got */
 	bool		changes;		/* POST /v1/changes rather than /v1/query */
+	bool		monitor;		/* came in on the monitoring listener */
 	ExchangeLog log;
 	Answer		answer;
 } Exchange;
@@ -424,10 +463,7 @@ typedef struct Exchange
 static void
 BeginRequest(MemoryContext cxt)
 {
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	BeginWorkerTransaction();
 	MemoryContextSwitchTo(cxt);
 }
 
@@ -453,9 +489,7 @@ AbortRequest(MemoryContext cxt)
 static void
 EndRequest(MemoryContext cxt)
 {
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	EndWorkerTransaction();
 	MemoryContextSwitchTo(cxt);
 }
 
@@ -645,7 +679,8 @@ AnswerFailure(Exchange *x, ErrorData *edata, MemoryContext cxt)
 	{
 		BeginRequest(cxt);
 		memset(&x->log, 0, sizeof(x->log));
-		x->log.peer = req->iss;
+		/* the verified member: the issuer once checked, else the signer */
+		x->log.peer = req->iss ? req->iss : req->signer;
 		x->log.service = req->iss ? req->svc : NULL;
 		x->log.purpose = req->iss ? req->purpose : NULL;
 		x->log.jti = req->jti;
@@ -678,23 +713,7 @@ RequestBody(struct evhttp_request *hreq, Exchange *x)
 	x->body = x->len ? (const char *) evbuffer_pullup(in, -1) : "";
 }
 
-/*
- * JoseMediaType - whether a Content-Type is application/jose, in any case,
- * with or without parameters; not application/jose+json (the JSON
- * serialization) nor any other type that merely starts the same
- */
-static bool
-JoseMediaType(const char *ctype)
-{
-	if (ctype == NULL || pg_strncasecmp(ctype, "application/jose", 16) != 0)
-		return false;
-	ctype += 16;
-	while (*ctype == ' ' || *ctype == '\t')
-		ctype++;
-	return *ctype == '\0' || *ctype == ';';
-}
-
-/* HandleQuery - POST /v1/query, and POST /v1/changes (x->changes) */
+/* HandleQuery - POST /v1/query, and POST /v1/changes (x->changes, see HandleChanges) */
 static void
 HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 {
@@ -703,7 +722,7 @@ HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	ErrorData  *edata = NULL;
 
 	RequestBody(hreq, x);
-	x->req.hash = RequestHash(x->body, x->len);
+	x->req.hash = Sha256Base64Url(x->body, x->len);
 	PG_TRY();
 	{
 		BeginRequest(cxt);
@@ -729,7 +748,7 @@ HandleQuery(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 		AnswerFailure(x, edata, cxt);
 }
 
-/* HandleCatalog - GET /v1/catalog: the services this client may call, signed */
+/* HandleCatalog - GET /v1/catalog: the services this client may call, signed (catalog.c) */
 static void
 HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 {
@@ -742,23 +761,20 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 									"the catalog lists the services granted to the member named by the TLS client certificate"));
 		else
 		{
-			StringInfoData buf;
-			char	   *services = CatalogJson(x->tls_member);
-			const char *seen = evhttp_find_header(evhttp_request_get_input_headers(hreq), "If-None-Match");
+			char	   *etag;
+			char	   *jws = CatalogAnswer(x->tls_member,
+											evhttp_find_header(evhttp_request_get_input_headers(hreq), "If-None-Match"),
+											&etag);
 
-			/* the ETag names the services (not the signature, which has iat) */
-			x->answer.etag = MemoryContextStrdup(cxt, psprintf("\"%s\"", RequestHash(services, strlen(services))));
-			if (seen != NULL && strcmp(seen, x->answer.etag) == 0)
+			x->answer.etag = MemoryContextStrdup(cxt, etag);
+			if (jws == NULL)
 				x->answer.status = 304;
 			else
 			{
-				initStringInfo(&buf);
-				appendStringInfoString(&buf, "{\"iss\":");
-				escape_json(&buf, GetNodeState()->member_id);
-				appendStringInfoString(&buf, ",\"aud\":");
-				escape_json(&buf, x->tls_member);
-				appendStringInfo(&buf, ",\"iat\":%ld,\"services\":%s}", (long) time(NULL), services);
-				SignedAnswer(&x->answer, cxt, 200, buf.data);
+				x->answer.status = 200;
+				x->answer.content_type = "application/jose";
+				x->answer.body = MemoryContextStrdup(cxt, jws);
+				x->answer.len = strlen(x->answer.body);
 			}
 		}
 		EndRequest(cxt);
@@ -773,38 +789,101 @@ HandleCatalog(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	PG_END_TRY();
 }
 
-/* HandleOverload - 429 to a connection beyond interop.gateway_max_connections */
+/*
+ * RefuseUnread - a signed refusal bound to the request bytes (req),
+ * without reading the request further and without a log record of its
+ * own.  Unsigned if even signing fails.
+ */
 static void
-HandleOverload(Exchange *x, MemoryContext cxt)
+RefuseUnread(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt, int status, const char *code,
+			 const char *message)
 {
-	char	   *message = psprintf("this gateway worker has %d connections open; interop.gateway_max_connections is %d; retry later",
-								   open_connections, interop_gateway_max_connections);
-
 	PG_TRY();
 	{
+		RequestBody(hreq, x);
 		BeginRequest(cxt);
-		SignedAnswer(&x->answer, cxt, 429, BuildError(NULL, NULL, NULL, "overloaded", message));
+		SignedAnswer(&x->answer, cxt, status,
+					 BuildError(NULL, NULL, x->len > 0 ? Sha256Base64Url(x->body, x->len) : NULL, code, message));
 		EndRequest(cxt);
 	}
 	PG_CATCH();
 	{
 		(void) AbortRequest(cxt);
-		PlainAnswer(&x->answer, 429, "overloaded", message);
+		PlainAnswer(&x->answer, status, code, message);
 	}
 	PG_END_TRY();
 }
 
-/* HandleHealth - GET /v1/health */
+/*
+ * HandleOverload - 429 to a connection beyond interop.gateway_max_connections:
+ * signed and bound to the request bytes (req), so the consumer can tell it
+ * from a forgery and retry; the request itself is not read further.
+ */
 static void
-HandleHealth(Exchange *x, MemoryContext cxt)
+HandleOverload(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
+{
+	RefuseUnread(hreq, x, cxt, 429, "overloaded",
+				 psprintf("this gateway worker has %d connections open; interop.gateway_max_connections is %d; retry later",
+						  open_connections, interop_gateway_max_connections));
+}
+
+/*
+ * HandleNotDurable - 503 to a query or a page of changes while
+ * interop.require_synchronous_log is on and no synchronous standby would
+ * confirm its log record (SynchronousLogProblem): signed and bound to the
+ * request bytes like HandleOverload's 429, not logged (the record could
+ * not be made durable either), and not run.  The consumer retries.
+ */
+static void
+HandleNotDurable(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt, const char *problem)
+{
+	x->log.error_code = "not_durable";
+	RefuseUnread(hreq, x, cxt, 503, "not_durable", psprintf("%s; retry later", problem));
+}
+
+/* how long a failed write to the log keeps the node not ready */
+#define LOG_FAILURE_HOLD_S 30
+
+/*
+ * HandleHealth - GET /v1/health: readiness, for a load balancer.  200 and
+ * "ok" only when this node can answer correctly now: it has an identity
+ * with a certificate valid at this moment, the last write to the message
+ * log did not fail (within LOG_FAILURE_HOLD_S), a log record would be
+ * durable on a synchronous standby where interop.require_synchronous_log
+ * asks for it, and the gateway is not shutting down; else 503 and
+ * "not_ready", with the checks that failed.  (A standby runs no gateway:
+ * the probe finds nothing listening there, so a load balancer that probes
+ * every node sends traffic to the primary only.)
+ */
+static void
+HandleHealth(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 {
 	StringInfoData buf;
 	char	   *volatile member = NULL;
+	char	   *volatile certificate = NULL;
+	char		why[256];
+	bool		ready;
+	bool		log_failing;
+	char	   *not_durable;
 
 	PG_TRY();
 	{
+		NodeState  *st;
+
 		BeginRequest(cxt);
-		member = MemoryContextStrdup(cxt, GetNodeState()->member_id);
+		st = GetNodeState();
+		member = MemoryContextStrdup(cxt, st->member_id);
+		if (st->chain == NULL || sk_X509_num(st->chain) == 0)
+			certificate = MemoryContextStrdup(cxt, "no certificate installed");
+		else
+		{
+			X509	   *leaf = sk_X509_value(st->chain, 0);
+
+			if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0)
+				certificate = MemoryContextStrdup(cxt, "the node's certificate has expired");
+			else if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0)
+				certificate = MemoryContextStrdup(cxt, "the node's certificate is not valid yet");
+		}
 		EndRequest(cxt);
 	}
 	PG_CATCH();
@@ -812,15 +891,46 @@ HandleHealth(Exchange *x, MemoryContext cxt)
 		(void) AbortRequest(cxt);	/* no identity: the answer says so */
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+
+	log_failing = LogWriteFailing(LOG_FAILURE_HOLD_S, why, sizeof(why));
+	not_durable = SynchronousLogProblem();
+	ready = member != NULL && certificate == NULL && !log_failing && not_durable == NULL && !shutdown_requested;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"status\":\"%s\",\"member\":", member ? "ok" : "no_identity");
+	appendStringInfo(&buf, "{\"status\":\"%s\",\"member\":", ready ? "ok" : "not_ready");
 	if (member)
 		escape_json(&buf, member);
 	else
 		appendStringInfoString(&buf, "null");
-	appendStringInfoString(&buf, ",\"version\":\"" INTEROP_VERSION "\"}");
-	x->answer.status = member ? 200 : 503;
+	appendStringInfoString(&buf, ",\"version\":\"" INTEROP_VERSION "\"");
+	if (!ready)
+	{
+		appendStringInfoString(&buf, ",\"problems\":[");
+		if (member == NULL)
+			appendStringInfoString(&buf, "\"no identity: the node has no key or the extension is not installed\",");
+		if (certificate)
+		{
+			escape_json(&buf, certificate);
+			appendStringInfoChar(&buf, ',');
+		}
+		if (log_failing)
+		{
+			escape_json(&buf, psprintf("the message log could not be written: %s", why));
+			appendStringInfoChar(&buf, ',');
+		}
+		if (not_durable)
+		{
+			escape_json(&buf, not_durable);
+			appendStringInfoChar(&buf, ',');
+		}
+		if (shutdown_requested)
+			appendStringInfoString(&buf, "\"shutting down\",");
+		buf.data[--buf.len] = '\0';	/* the last comma */
+		appendStringInfoChar(&buf, ']');
+	}
+	appendStringInfoChar(&buf, '}');
+	x->answer.status = ready ? 200 : 503;
 	x->answer.content_type = "application/json";
 	x->answer.body = buf.data;
 	x->answer.len = buf.len;
@@ -834,18 +944,61 @@ Loopback(const char *client)
 }
 
 /*
- * HandleMetrics - GET /metrics: the counters in Prometheus text format,
- * and the asynchronous queue by state.  Served to loopback clients only:
- * traffic by service is not for other members to read.
+ * GaugeFromQuery - a gauge of /metrics from a query of one or two columns:
+ * (value) or (label value, value); a NULL value writes no sample.
  */
 static void
-HandleMetrics(Exchange *x, MemoryContext cxt)
+GaugeFromQuery(StringInfo buf, const char *name, const char *label, const char *help, const char *sql)
+{
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the metric %s", name);
+	appendStringInfo(buf, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		char	   *value = SPI_getvalue(t, d, d->natts);
+
+		if (value == NULL)
+			continue;
+		if (label != NULL)
+		{
+			char	   *l = SPI_getvalue(t, d, 1);
+			StringInfoData esc;
+
+			/* label values escape \, " and newline */
+			initStringInfo(&esc);
+			for (const char *c = l ? l : ""; *c; c++)
+			{
+				if (*c == '\\' || *c == '"')
+					appendStringInfoChar(&esc, '\\');
+				if (*c == '\n')
+					appendStringInfoString(&esc, "\\n");
+				else
+					appendStringInfoChar(&esc, *c);
+			}
+			appendStringInfo(buf, "%s{%s=\"%s\"} %s\n", name, label, esc.data, value);
+		}
+		else
+			appendStringInfo(buf, "%s %s\n", name, value);
+	}
+}
+
+/*
+ * HandleMetrics - GET /metrics: the counters in Prometheus text format,
+ * and gauges read from interop's tables.  Served to loopback clients and
+ * on the monitoring listener: traffic by service is not for other members
+ * to read.
+ */
+static void
+HandleMetrics(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 {
 	char	   *volatile extra = NULL;
 
-	if (!Loopback(x->client))
+	if (!x->monitor && !Loopback(x->client))
 	{
-		PlainAnswer(&x->answer, 403, "access_denied", "/metrics is served to loopback clients only");
+		PlainAnswer(&x->answer, 403, "access_denied",
+					"/metrics is served to loopback clients, and on interop.monitor_port");
 		return;
 	}
 	PG_TRY();
@@ -864,12 +1017,38 @@ HandleMetrics(Exchange *x, MemoryContext cxt)
 			appendStringInfo(&buf, "interop_async_requests{state=\"%s\"} %s\n",
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+		GaugeFromQuery(&buf, "interop_async_oldest_pending_seconds", NULL,
+					   "Age of the oldest pending asynchronous query (0: none pending).",
+					   "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 "
+					   "FROM interop.async_request WHERE state = 'pending'");
+		GaugeFromQuery(&buf, "interop_certificate_expiry_timestamp_seconds", NULL,
+					   "When this node's own certificate expires (Unix time).",
+					   "SELECT extract(epoch FROM certificate_not_after)::float8 FROM interop.node");
+		GaugeFromQuery(&buf, "interop_seal_age_seconds", "log",
+					   "Time since the newest seal of each log.",
+					   "SELECT l, extract(epoch FROM clock_timestamp() - "
+					   "(SELECT max(sealed_at) FROM interop.log_seal s WHERE s.log = l AND s.kind = 'seal'))::float8 "
+					   "FROM unnest(ARRAY['consent_log', 'message_log']) l");
+		GaugeFromQuery(&buf, "interop_unsealed_records", "log",
+					   "Records of each log that no seal covers yet.",
+					   "SELECT 'message_log', count(*)::float8 FROM interop.message_log m "
+					   "WHERE m.id > coalesce((SELECT max(upto_id) FROM interop.log_seal WHERE log = 'message_log'), 0) "
+					   "UNION ALL SELECT 'consent_log', count(*)::float8 FROM interop.consent_log c "
+					   "WHERE c.id > coalesce((SELECT max(upto_id) FROM interop.log_seal WHERE log = 'consent_log'), 0)");
+		GaugeFromQuery(&buf, "interop_subscription_lag_seconds", "subscription",
+					   "Time since each subscription was last known to be in sync (no sample before its first sync).",
+					   "SELECT provider::text || '/' || service, "
+					   "extract(epoch FROM clock_timestamp() - synced_at)::float8 FROM interop.subscription ORDER BY 1");
 		extra = MemoryContextStrdup(cxt, buf.data);
 		EndRequest(cxt);
 	}
 	PG_CATCH();
 	{
-		(void) AbortRequest(cxt);	/* the counters still go out */
+		ErrorData  *e = AbortRequest(cxt);
+
+		/* the counters still go out; the server log says what is missing */
+		ereport(LOG,
+				(errmsg("interop gateway: /metrics without the gauges from interop's tables: %s", e->message)));
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
@@ -897,7 +1076,7 @@ static const char openapi_json[] =
 "\"413\":{\"description\":\"too_large\"},"
 "\"429\":{\"description\":\"overloaded: retry with a new connection\"},"
 "\"500\":{\"description\":\"internal_error or timeout\"},"
-"\"503\":{\"description\":\"shutting_down: retry\"}}}},"
+"\"503\":{\"description\":\"not_durable (no synchronous standby confirms the log) or shutting_down: retry\"}}}},"
 "\"/v1/changes\":{\"post\":{\"summary\":\"Pull the rows of a service that tracks changes: a copy in pages, then the changes after a cursor\","
 "\"requestBody\":{\"required\":true,\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\",\"description\":\"JWS whose payload has the request claims and since (the cursor from the last answer's next, or null)\"}}}},"
 "\"responses\":{"
@@ -908,26 +1087,70 @@ static const char openapi_json[] =
 "\"404\":{\"description\":\"unknown_service, or a service that does not track changes\"},"
 "\"410\":{\"description\":\"cursor_expired: start again with since = null\"},"
 "\"500\":{\"description\":\"internal_error or timeout\"},"
-"\"503\":{\"description\":\"not_ready or shutting_down: try again later\"}}}},"
+"\"503\":{\"description\":\"not_ready, not_durable or shutting_down: try again later\"}}}},"
 "\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
 "\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
 "\"401\":{\"description\":\"client_certificate_required\"}}}},"
-"\"/v1/health\":{\"get\":{\"summary\":\"Liveness\",\"responses\":{\"200\":{\"description\":\"status, member, version\","
-"\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"},\"member\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"}}}}}}}}},"
+"\"/v1/health\":{\"get\":{\"summary\":\"Readiness\",\"responses\":{\"200\":{\"description\":\"status, member, version\","
+"\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"},\"member\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"}}}}}},\"503\":{\"description\":\"not_ready: problems lists what fails\"}}}},"
 "\"/v1/openapi.json\":{\"get\":{\"summary\":\"This document\",\"responses\":{\"200\":{\"description\":\"OpenAPI 3\"}}}},"
 "\"/metrics\":{\"get\":{\"summary\":\"Counters in Prometheus text format (loopback clients only)\",\"responses\":{\"200\":{\"description\":\"text/plain; version=0.0.4\"},\"403\":{\"description\":\"not a loopback client\"}}}}"
 "}}";
 
-/* HandleRequest - evhttp's callback for every request: route, answer */
+/* HandleChanges - POST /v1/changes: a query for a batch of changes */
+static void
+HandleChanges(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
+{
+	x->changes = true;
+	HandleQuery(hreq, x, cxt);
+}
+
+/* HandleOpenApi - GET /v1/openapi.json */
+static void
+HandleOpenApi(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
+{
+	x->answer.status = 200;
+	x->answer.content_type = "application/json";
+	x->answer.body = (char *) openapi_json;
+	x->answer.len = sizeof(openapi_json) - 1;
+}
+
+/* the endpoints: path, methods, the Allow header a wrong method gets, handler */
+typedef struct Route
+{
+	const char *path;
+	int			methods;		/* evhttp_cmd_type bits */
+	const char *allow;
+	void		(*handler) (struct evhttp_request *hreq, Exchange *x, MemoryContext cxt);
+	bool		by_service;		/* counted by the request's service, once verified */
+	bool		monitor;		/* served on the monitoring listener too */
+} Route;
+
+static const Route routes[] = {
+	{"/v1/query", EVHTTP_REQ_POST, "POST", HandleQuery, true, false},
+	{"/v1/changes", EVHTTP_REQ_POST, "POST", HandleChanges, true, false},
+	{"/v1/catalog", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleCatalog, false, false},
+	{"/v1/health", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleHealth, false, true},
+	{"/v1/openapi.json", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleOpenApi, false, false},
+	{"/metrics", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleMetrics, false, true},
+};
+
+/*
+ * HandleRequest - evhttp's callback for every request: find the route,
+ * answer, count.  Paths are compared exactly as sent (docs/protocol.md).
+ */
 static void
 HandleRequest(struct evhttp_request *hreq, void *arg)
 {
+	bool		monitor = arg != NULL;	/* the monitoring listener: health and metrics */
 	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "interop request",
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	enum evhttp_cmd_type method = evhttp_request_get_command(hreq);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(hreq);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	const Route *route = NULL;
+	char	   *not_durable;
 	Exchange	x;
 
 	memset(&x, 0, sizeof(x));
@@ -938,60 +1161,37 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	in_request = true;
 	pgstat_report_activity(STATE_RUNNING, psprintf("%s %s", method == EVHTTP_REQ_POST ? "POST" : "GET",
 												   path ? path : "?"));
+	for (int i = 0; path != NULL && i < lengthof(routes) && route == NULL; i++)
+		if (strcmp(path, routes[i].path) == 0 && (!monitor || routes[i].monitor))
+			route = &routes[i];
+	x.monitor = monitor;
 
 	if (Overflowing(hreq))
-		HandleOverload(&x, cxt);
+		HandleOverload(hreq, &x, cxt);
 	else if (path == NULL)
 		PlainAnswer(&x.answer, 400, "bad_request", "the request line has no path");
-	else if (strcmp(path, "/v1/query") == 0)
-	{
-		if (method == EVHTTP_REQ_POST)
-			HandleQuery(hreq, &x, cxt);
-		else
-			PlainAnswer(&x.answer, 405, "method_not_allowed", "/v1/query takes POST");
-	}
-	else if (strcmp(path, "/v1/changes") == 0)
-	{
-		x.changes = true;
-		if (method == EVHTTP_REQ_POST)
-			HandleQuery(hreq, &x, cxt);
-		else
-			PlainAnswer(&x.answer, 405, "method_not_allowed", "/v1/changes takes POST");
-	}
-	else if (strcmp(path, "/v1/catalog") == 0 || strcmp(path, "/v1/health") == 0 ||
-			 strcmp(path, "/v1/openapi.json") == 0)
-	{
-		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
-			PlainAnswer(&x.answer, 405, "method_not_allowed", psprintf("%s takes GET", path));
-		else if (strcmp(path, "/v1/catalog") == 0)
-			HandleCatalog(hreq, &x, cxt);
-		else if (strcmp(path, "/v1/health") == 0)
-			HandleHealth(&x, cxt);
-		else
-		{
-			x.answer.status = 200;
-			x.answer.content_type = "application/json";
-			x.answer.body = (char *) openapi_json;
-			x.answer.len = sizeof(openapi_json) - 1;
-		}
-	}
-	else if (strcmp(path, "/metrics") == 0)
-	{
-		if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
-			PlainAnswer(&x.answer, 405, "method_not_allowed", "/metrics takes GET");
-		else
-			HandleMetrics(&x, cxt);
-	}
-	else
+	else if (route == NULL)
 		PlainAnswer(&x.answer, 404, "not_found", psprintf("no endpoint %s; see /v1/openapi.json", path));
+	else if ((method & route->methods) == 0)
+	{
+		PlainAnswer(&x.answer, 405, "method_not_allowed", psprintf("%s takes %s", path, route->allow));
+		x.answer.allow = route->allow;
+	}
+	else if (route->by_service && (not_durable = SynchronousLogProblem()) != NULL)
+		HandleNotDurable(hreq, &x, cxt, not_durable);
+	else
+	{
+		route->handler(hreq, &x, cxt);
+		/* committed here, but not confirmed by a synchronous standby: no answer */
+		if (route->by_service && !LastCommitDurable())
+			HandleNotDurable(hreq, &x, cxt,
+							 "the exchange's log record was committed on this node, but no synchronous standby confirmed it");
+	}
 
 	/* count it: a query by its service once verified, the rest by endpoint */
 	CountExchange('g',
-				  path == NULL ? "(other)" :
-				  (strcmp(path, "/v1/query") == 0 || strcmp(path, "/v1/changes") == 0) ?
-				  (x.req.svc ? x.req.svc : "(unverified)") :
-				  (strcmp(path, "/v1/catalog") == 0 || strcmp(path, "/v1/health") == 0 ||
-				   strcmp(path, "/v1/openapi.json") == 0 || strcmp(path, "/metrics") == 0) ? path : "(other)",
+				  route == NULL ? "(other)" :
+				  route->by_service ? (x.req.svc ? x.req.svc : "(unverified)") : route->path,
 				  x.answer.status, (double) (GetCurrentTimestamp() - x.started) / 1000.0,
 				  x.answer.status >= 400 ? x.log.error_code : NULL);
 	Send(hreq, &x.answer);
@@ -1032,11 +1232,9 @@ Tick(evutil_socket_t fd, short what, void *arg)
 	/* take in committed changes of trust and identity; rebuild TLS if needed */
 	PG_TRY();
 	{
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		BeginWorkerTransaction();
 		RefreshTlsContext(false);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		EndWorkerTransaction();
 	}
 	PG_CATCH();
 	{
@@ -1048,11 +1246,14 @@ Tick(evutil_socket_t fd, short what, void *arg)
 	MemoryContextSwitchTo(TopMemoryContext);
 }
 
-/* OpenListeners - one SO_REUSEPORT socket per address of listen_addresses */
+/*
+ * OpenListeners - one SO_REUSEPORT socket per address of addresses (the
+ * value of the GUC named guc) on port
+ */
 static int
-OpenListeners(struct evhttp *http)
+OpenListeners(struct evhttp *http, const char *addresses, int port, const char *guc)
 {
-	char	   *raw = pstrdup(interop_listen_addresses);
+	char	   *raw = pstrdup(addresses);
 	List	   *names;
 	ListCell   *lc;
 	int			n = 0;
@@ -1060,7 +1261,7 @@ OpenListeners(struct evhttp *http)
 	if (!SplitGUCList(raw, ',', &names))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("invalid interop.listen_addresses")));
+				 errmsg("invalid %s", guc)));
 	foreach(lc, names)
 	{
 		const char *host = lfirst(lc);
@@ -1074,13 +1275,13 @@ OpenListeners(struct evhttp *http)
 		hints.ai_family = AF_UNSPEC;
 		hints.ai_socktype = SOCK_STREAM;
 		hints.ai_flags = AI_PASSIVE;
-		snprintf(service, sizeof(service), "%d", interop_port);
+		snprintf(service, sizeof(service), "%d", port);
 		rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, service, &hints, &res);
 		if (rc != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("could not resolve interop.listen_addresses entry \"%s\": %s",
-							host, gai_strerror(rc))));
+					 errmsg("could not resolve %s entry \"%s\": %s",
+							guc, host, gai_strerror(rc))));
 		for (ai = res; ai != NULL && n < GATEWAY_MAX_SOCKETS; ai = ai->ai_next)
 		{
 			int			fd = socket(ai->ai_family, SOCK_STREAM, 0);
@@ -1105,8 +1306,8 @@ OpenListeners(struct evhttp *http)
 				errno = save_errno;
 				ereport(ERROR,
 						(errcode_for_socket_access(),
-						 errmsg("interop gateway could not listen on %s port %d: %m", host, interop_port),
-						 errhint("Is another program using the port? Set interop.port or interop.listen_addresses.")));
+						 errmsg("interop gateway could not listen on %s port %d: %m", host, port),
+						 errhint("Is another program using the port? Set the port or %s.", guc)));
 			}
 			if (evhttp_accept_socket_with_handle(http, fd) == NULL)
 			{
@@ -1114,7 +1315,7 @@ OpenListeners(struct evhttp *http)
 				freeaddrinfo(res);
 				ereport(ERROR,
 						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("interop gateway could not accept on %s port %d", host, interop_port)));
+						 errmsg("interop gateway could not accept on %s port %d", host, port)));
 			}
 			n++;
 		}
@@ -1146,17 +1347,15 @@ WaitUntilReady(void)
 		}
 		PG_TRY();
 		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			if (!OidIsValid(get_extension_oid("interop", true)))
+			if (!ExtensionInstalled())
 				problem = psprintf("extension \"interop\" is not installed in database \"%s\"", interop_database);
 			else
 			{
+				BeginWorkerTransaction();
 				RefreshTlsContext(true);
+				EndWorkerTransaction();
 				ready = true;
 			}
-			PopActiveSnapshot();
-			CommitTransactionCommand();
 		}
 		PG_CATCH();
 		{
@@ -1190,20 +1389,17 @@ void
 GatewayMain(Datum arg)
 {
 	struct evhttp *http;
+	struct evhttp *monitor_http = NULL;
 	struct event *tick;
 	struct timeval tv = {0, 200000};
 	int			nsockets;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, GatewaySigterm);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
-	pgstat_report_appname(MyBgworkerEntry->bgw_name);
-	/* as the extension's SECURITY DEFINER functions: nothing user-writable */
-	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
+	WorkerSetSigterm(GatewaySigterm);
+	WorkerConnect(InvalidOid, MyBgworkerEntry->bgw_name);
 
 	if (!WaitUntilReady())
-		proc_exit(0);
+		WorkerExit();
 
 	connection_mark = SSL_get_ex_new_index(0, NULL, NULL, NULL, ConnectionFreed);
 	base = event_base_new();
@@ -1226,7 +1422,24 @@ GatewayMain(Datum arg)
 		evhttp_set_bevcb(http, NewConnection, NULL);
 	evhttp_set_gencb(http, HandleRequest, NULL);
 
-	nsockets = OpenListeners(http);
+	nsockets = OpenListeners(http, interop_listen_addresses, interop_port, "interop.listen_addresses");
+	if (interop_monitor_port > 0)
+	{
+		/* plain HTTP, no client certificate: readiness and metrics only */
+		monitor_http = evhttp_new(base);
+		if (monitor_http == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("could not create the HTTP server")));
+		evhttp_set_max_body_size(monitor_http, 1024);
+		evhttp_set_max_headers_size(monitor_http, GATEWAY_MAX_HEADERS_SIZE);
+		evhttp_set_timeout(monitor_http, 10);
+		evhttp_set_allowed_methods(monitor_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+		evhttp_set_gencb(monitor_http, HandleRequest, (void *) monitor_http);
+		if (OpenListeners(monitor_http, interop_monitor_listen_addresses, interop_monitor_port,
+						  "interop.monitor_listen_addresses") > 0)
+			ereport(LOG,
+					(errmsg("interop gateway %d: monitoring on %s port %d (HTTP: /v1/health, /metrics)",
+							DatumGetInt32(arg), interop_monitor_listen_addresses, interop_monitor_port)));
+	}
 	if (nsockets == 0)
 		ereport(LOG, (errmsg("interop gateway listens nowhere: interop.listen_addresses is empty")));
 	else
@@ -1242,10 +1455,12 @@ GatewayMain(Datum arg)
 
 	/* clean exit: stop accepting, let the postmaster know */
 	event_free(tick);
+	if (monitor_http)
+		evhttp_free(monitor_http);
 	evhttp_free(http);
 	event_base_free(base);
 	if (tls_ctx)
 		SSL_CTX_free(tls_ctx);
 	ereport(LOG, (errmsg("interop gateway %d stopped", DatumGetInt32(arg))));
-	proc_exit(0);
+	WorkerExit();
 }

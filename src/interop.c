@@ -17,13 +17,14 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <sys/stat.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
@@ -31,6 +32,8 @@
 #include "utils/memutils.h"
 #include "lib/stringinfo.h"
 #include "utils/rel.h"
+#include "tcop/pquery.h"
+#include "utils/portal.h"
 #include "utils/snapmgr.h"
 
 #include <jansson.h>
@@ -42,6 +45,8 @@ char	   *interop_key_file = NULL;
 char	   *interop_database = NULL;
 char	   *interop_listen_addresses = NULL;
 int			interop_port = 8443;
+char	   *interop_monitor_listen_addresses = NULL;
+int			interop_monitor_port = 0;
 int			interop_gateway_workers = 2;
 bool		interop_tls = true;
 char	   *interop_tls_cert_file = NULL;
@@ -52,7 +57,16 @@ int			interop_max_clock_skew = 300;
 int			interop_max_request_size = 1024 * 1024;
 int			interop_max_response_size = 64 * 1024 * 1024;
 bool		interop_log_bodies = true;
+bool		interop_accept_untyped_messages = false;
 int			interop_gateway_max_connections = 256;
+int			interop_min_log_retention = 30 * 24 * 60;	/* minutes */
+int			interop_min_certificate_lifetime = 0;	/* seconds */
+
+static const struct config_enum_entry revocation_check_options[] = {
+	{"require", REVOCATION_REQUIRE, false},
+	{"best_effort", REVOCATION_BEST_EFFORT, false},
+	{NULL, 0, false}
+};
 
 /* CheckListenAddresses - "*" or a comma-separated list of host names or addresses */
 static bool
@@ -76,6 +90,71 @@ CheckListenAddresses(char **newval, void **extra, GucSource source)
 
 /* bumped whenever the trust store or the node identity is dropped */
 uint64		interop_identity_generation = 0;
+
+/*
+ * Retired cache objects.  An invalidation can arrive in the middle of an
+ * operation (at any lock a statement takes), while the operation still
+ * holds a pointer into the cache it is dropping: the node identity, the
+ * trust store, a cached signer key.  So a dropped cache object is freed at
+ * the end of the transaction, when no such pointer is in use; whatever
+ * must outlive the transaction (a connection still to be opened) holds a
+ * reference of its own (client.c's TLS identity).
+ */
+typedef struct Retired
+{
+	void		(*free_fn) (void *);
+	void	   *ptr;
+	struct Retired *next;
+} Retired;
+
+static Retired *retired = NULL;
+static bool retire_callback_registered = false;
+
+/* FreeRetired - free what was retired, at the end of a transaction */
+static void
+FreeRetired(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	while (retired != NULL)
+	{
+		Retired    *r = retired;
+
+		retired = r->next;
+		r->free_fn(r->ptr);
+		pfree(r);
+	}
+}
+
+/*
+ * RetireAtTransactionEnd - free ptr with free_fn once the current
+ * transaction ends (at once outside a transaction)
+ */
+void
+RetireAtTransactionEnd(void (*free_fn) (void *), void *ptr)
+{
+	Retired    *r;
+
+	if (ptr == NULL)
+		return;
+	if (!IsTransactionState())
+	{
+		free_fn(ptr);
+		return;
+	}
+	if (!retire_callback_registered)
+	{
+		RegisterXactCallback(FreeRetired, NULL);
+		retire_callback_registered = true;
+	}
+	r = MemoryContextAlloc(TopMemoryContext, sizeof(Retired));
+	r->free_fn = free_fn;
+	r->ptr = ptr;
+	r->next = retired;
+	retired = r;
+}
 
 /* InteropRelcacheCallback - drop caches built from a table that changed */
 static void
@@ -171,49 +250,6 @@ JanssonFree(void *ptr)
 		pfree(ptr);
 }
 
-/*
- * RegisterInteropWorker - a static background worker of this library in
- * interop.database, restarted a second after it exits with an error
- */
-void
-RegisterInteropWorker(const char *function, const char *name, const char *type, Datum arg)
-{
-	BackgroundWorker w;
-
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 1;
-	snprintf(w.bgw_library_name, BGW_MAXLEN, "interop");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "%s", function);
-	snprintf(w.bgw_name, BGW_MAXLEN, "%s", name);
-	snprintf(w.bgw_type, BGW_MAXLEN, "%s", type);
-	w.bgw_main_arg = arg;
-	RegisterBackgroundWorker(&w);
-}
-
-/*
- * BeginWorkerTransaction - in a background worker: a transaction with a
- * snapshot, connected to SPI; EndWorkerTransaction commits it
- */
-void
-BeginWorkerTransaction(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
-
-void
-EndWorkerTransaction(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -225,6 +261,7 @@ InteropShmemRequest(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(LogQueueShmemSize());
 	RequestAddinShmemSpace(InteropStatsShmemSize());
+	RequestAddinShmemSpace(WorkerShmemSize());
 }
 
 /* InteropShmemStartup - create or attach the log writer's queue */
@@ -235,6 +272,7 @@ InteropShmemStartup(void)
 		prev_shmem_startup_hook();
 	LogQueueShmemInit();
 	InteropStatsShmemInit();
+	WorkerShmemInit();
 }
 
 /* _PG_init - define GUCs and hook the caches to invalidation */
@@ -249,10 +287,28 @@ _PG_init(void)
 	GucContext	startup = process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP;
 
 	DefineCustomStringVariable("interop.key_file",
-							   "Path of the node's private key file.",
-							   "Relative paths are relative to the data directory.",
+							   "Path of the node's private key file, or a pkcs11: URI of a key in a token.",
+							   "Relative paths are relative to the data directory; with a pkcs11: URI (RFC 7512) the key never leaves the token.",
 							   &interop_key_file,
 							   "interop/node.key",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("interop.pkcs11_module",
+							   "The PKCS#11 library of the token that holds the node key.",
+							   "Used when interop.key_file is a pkcs11: URI; empty: the pkcs11 engine's default (p11-kit).",
+							   &interop_pkcs11_module,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("interop.pkcs11_pin_file",
+							   "A file with the user PIN of the token that holds the node key.",
+							   "An absolute path outside the data directory, readable only by the server's OS user.",
+							   &interop_pkcs11_pin_file,
+							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
@@ -280,6 +336,24 @@ _PG_init(void)
 							NULL,
 							&interop_port,
 							8443, 1, 65535,
+							startup,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("interop.monitor_listen_addresses",
+							   "Addresses the monitoring listener (plain HTTP: readiness and metrics) listens on.",
+							   "A comma-separated list of host names or IP addresses; \"*\" for all.",
+							   &interop_monitor_listen_addresses,
+							   "127.0.0.1",
+							   startup,
+							   GUC_LIST_INPUT,
+							   CheckListenAddresses, NULL, NULL);
+
+	DefineCustomIntVariable("interop.monitor_port",
+							"TCP port of the monitoring listener (0: none).",
+							"It serves GET /v1/health and GET /metrics over plain HTTP, without a client certificate.",
+							&interop_monitor_port,
+							0, 0, 65535,
 							startup,
 							0,
 							NULL, NULL, NULL);
@@ -383,6 +457,28 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomEnumVariable("interop.revocation_check",
+							 "What a certificate whose issuer's revocation list is unknown here gets.",
+							 "require: refused (IX012, 503 revocation_unknown) when the certificate names a CRL distribution point, "
+							 "accepted when it names none; best_effort: accepted.",
+							 &interop_revocation_check,
+							 REVOCATION_REQUIRE,
+							 revocation_check_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("interop.accept_untyped_messages",
+							 "Whether messages of peers that still run interop 0.1.0 are accepted.",
+							 "0.1.0 signs requests, answers and catalogs with typ \"JOSE\", as interop.sign() does. "
+							 "On, a payload signed with sign() by a user of a peer could pass for one of its messages: "
+							 "turn it on only while a federation updates, and off once every peer runs 0.2.0.",
+							 &interop_accept_untyped_messages,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomIntVariable("interop.max_attempts",
 							"Attempts at delivering an asynchronous query before it fails.",
 							"Retries follow transport failures, 429 and 5xx, after 0.5 s, doubling up to 60 s.",
@@ -420,10 +516,49 @@ _PG_init(void)
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("interop.min_log_retention",
+							"How long interop.prune_log() must keep every record.",
+							"A prune_log() cutoff later than now minus this is refused, so a record of a read cannot be "
+							"removed right after the read.  Only a superuser can lower it.",
+							&interop_min_log_retention,
+							30 * 24 * 60, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.min_certificate_lifetime",
+							"Shortest remaining lifetime a node certificate may be installed with.",
+							"interop.install_certificate() refuses a certificate that expires sooner; 0: no minimum.",
+							&interop_min_certificate_lifetime,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("interop.require_synchronous_log",
+							 "Answer only what is logged durably on a synchronous standby.",
+							 "With it on, the gateway answers 503 and interop.query() refuses while synchronous_standby_names "
+							 "is empty or fewer synchronous standbys stream than it asks for, and the workers commit with "
+							 "synchronous_commit = on.",
+							 &interop_require_synchronous_log,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("interop");
 
 	if (process_shared_preload_libraries_in_progress)
 	{
+		/* a standby: say once why interop's workers are not running */
+		struct stat st;
+
+		if (stat(STANDBY_SIGNAL_FILE, &st) == 0)
+			ereport(LOG,
+					(errmsg("interop's workers start when this standby is promoted"),
+					 errdetail("A hot standby is read-only: the gateway, the log writer and the sync worker run on the primary only."),
+					 errhint("Reads work here: interop.verify_log(), interop.subject_access_report(), the catalogs and the views.")));
+
 		prev_shmem_request_hook = shmem_request_hook;
 		shmem_request_hook = InteropShmemRequest;
 		prev_shmem_startup_hook = shmem_startup_hook;
@@ -468,4 +603,21 @@ interop_calling_role(PG_FUNCTION_ARGS)
 
 	strlcpy(NameStr(*result), GetUserNameFromId(GetOuterUserId(), false), NAMEDATALEN);
 	PG_RETURN_NAME(result);
+}
+
+PG_FUNCTION_INFO_V1(interop_restoring);
+/*
+ * interop_restoring - whether the row being written comes from a restore:
+ * the statement is a COPY FROM and the session's role is a superuser, as
+ * when pg_restore or psql replays a dump.  The triggers of interop's
+ * configuration tables then keep the row as dumped (its owner, its time)
+ * and write no history: the dump carries the history already.  Any other
+ * writer, and any role that is not a superuser (who could not pick an
+ * owner anyway), goes through the triggers' rules.
+ */
+Datum
+interop_restoring(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ActivePortal != NULL && ActivePortal->commandTag == CMDTAG_COPY &&
+				   superuser_arg(GetOuterUserId()));
 }

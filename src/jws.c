@@ -9,7 +9,7 @@
  * federation's CA can check the signer without a key exchange.  The header
  * is the same for every signature of a node and is encoded once per backend.
  *
- * verify() follows DESIGN §5 for the parts that concern a signature: the
+ * verify() follows docs/protocol.md for the parts that concern a signature: the
  * structure, an allowed "alg" (ES256, EdDSA, PS256, RS256; never "none" nor
  * an HMAC), the "x5c" chain to a trust anchor with dates and revocation
  * (x509.c, cached per signer chain), "alg" consistent with the key type, and
@@ -28,7 +28,6 @@
  * file never calls jansson's json_object(): objects come from json_pack().
  */
 #define json_object pg_sql_json_object
-#include "common/base64.h"
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
@@ -48,127 +47,6 @@
 #define JWS_MAX_HEADER 65536
 /* a certificate chain longer than this is not one a federation issues */
 #define JWS_MAX_CHAIN 10
-
-static const char b64url_alphabet[] =
-"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Base64UrlEncode - unpadded base64url of data, palloc'd and terminated */
-char *
-Base64UrlEncode(const unsigned char *data, size_t len)
-{
-	char	   *out = palloc((len + 2) / 3 * 4 + 1);
-	char	   *p = out;
-	size_t		i;
-
-	for (i = 0; i + 2 < len; i += 3)
-	{
-		uint32		v = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
-
-		*p++ = b64url_alphabet[(v >> 18) & 63];
-		*p++ = b64url_alphabet[(v >> 12) & 63];
-		*p++ = b64url_alphabet[(v >> 6) & 63];
-		*p++ = b64url_alphabet[v & 63];
-	}
-	if (i < len)
-	{
-		uint32		v = data[i] << 16;
-
-		if (i + 1 < len)
-			v |= data[i + 1] << 8;
-		*p++ = b64url_alphabet[(v >> 18) & 63];
-		*p++ = b64url_alphabet[(v >> 12) & 63];
-		if (i + 1 < len)
-			*p++ = b64url_alphabet[(v >> 6) & 63];
-	}
-	*p = '\0';
-	return out;
-}
-
-/* value of a base64url character, or -1 */
-static inline int
-B64UrlValue(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
-
-/*
- * Base64UrlDecode - decode unpadded base64url; NULL when data is not that.
- * The result is palloc'd and has a terminating zero after *outlen bytes.
- */
-unsigned char *
-Base64UrlDecode(const char *data, size_t len, size_t *outlen)
-{
-	unsigned char *out;
-	unsigned char *p;
-	uint32		acc = 0;
-	int			bits = 0;
-
-	if (len % 4 == 1)
-		return NULL;
-	out = palloc(len / 4 * 3 + 3);
-	p = out;
-	for (size_t i = 0; i < len; i++)
-	{
-		int			v = B64UrlValue((unsigned char) data[i]);
-
-		if (v < 0)
-		{
-			pfree(out);
-			return NULL;
-		}
-		acc = (acc << 6) | v;
-		bits += 6;
-		if (bits >= 8)
-		{
-			bits -= 8;
-			*p++ = (acc >> bits) & 0xff;
-		}
-	}
-	*p = '\0';
-	*outlen = p - out;
-	return out;
-}
-
-/* Base64Encode - standard padded base64 (for "x5c"), palloc'd */
-char *
-Base64Encode(const unsigned char *data, size_t len)
-{
-	int			enclen = pg_b64_enc_len(len);
-	char	   *out = palloc(enclen + 1);
-	int			n = pg_b64_encode((const char *) data, len, out, enclen);
-
-	if (n < 0)
-		elog(ERROR, "could not encode base64");
-	out[n] = '\0';
-	return out;
-}
-
-/* Base64Decode - standard base64 (for "x5c"); NULL when data is not that */
-unsigned char *
-Base64Decode(const char *data, size_t len, size_t *outlen)
-{
-	int			declen = pg_b64_dec_len(len);
-	unsigned char *out = palloc(declen + 1);
-	int			n = pg_b64_decode(data, len, (char *) out, declen);
-
-	if (n < 0)
-	{
-		pfree(out);
-		return NULL;
-	}
-	*outlen = n;
-	return out;
-}
 
 /* JwsAlgFromName - the algorithm named by a JWS "alg", or JWS_ALG_INVALID */
 JwsAlg
@@ -303,7 +181,7 @@ JwsSplit(const char *s, size_t len, JwsParts *parts)
 		return pstrdup("The payload is empty (detached payloads are not supported).");
 	for (const char *p = s; p < end; p++)
 	{
-		if (*p != '.' && B64UrlValue((unsigned char) *p) < 0)
+		if (*p != '.' && Base64UrlValue((unsigned char) *p) < 0)
 		{
 			const char *part = p < dot1 ? "protected header" :
 				p < dot2 ? "payload" : "signature";
@@ -652,17 +530,29 @@ VerifyBytes(JwsAlg alg, EVP_PKEY *key, const char *input, size_t len,
 	return ok == 1;
 }
 
-/* NodeHeader - base64url of this node's protected header, built once */
+/* the "typ" of each kind of JWS (JwsTyp) */
+static const char *const typ_names[JWS_TYP_COUNT] = {
+	"JOSE", "interop-request", "interop-response", "interop-catalog", "interop-seal"
+};
+
+/* JwsTypName - the header "typ" of a kind of JWS */
+const char *
+JwsTypName(JwsTyp typ)
+{
+	return typ >= 0 && typ < JWS_TYP_COUNT ? typ_names[typ] : "(any)";
+}
+
+/* NodeHeader - base64url of this node's protected header of a typ, built once */
 static const char *
-NodeHeader(NodeState *st)
+NodeHeader(NodeState *st, JwsTyp typ)
 {
 	json_t	   *h;
 	char	   *json;
 
-	if (st->header_b64 != NULL)
-		return st->header_b64;
+	if (st->header_b64[typ] != NULL)
+		return st->header_b64[typ];
 
-	h = json_pack("{s:s, s:s}", "alg", JwsAlgName(st->alg), "typ", "JOSE");
+	h = json_pack("{s:s, s:s}", "alg", JwsAlgName(st->alg), "typ", typ_names[typ]);
 	if (h == NULL)
 		elog(ERROR, "could not build the protected header");
 	if (st->chain != NULL)
@@ -690,21 +580,22 @@ NodeHeader(NodeState *st)
 	json_decref(h);
 	if (json == NULL)
 		elog(ERROR, "could not serialise the protected header");
-	st->header_b64 = MemoryContextStrdup(TopMemoryContext,
-										 Base64UrlEncode((unsigned char *) json, strlen(json)));
+	st->header_b64[typ] = MemoryContextStrdup(TopMemoryContext,
+											  Base64UrlEncode((unsigned char *) json, strlen(json)));
 	pfree(json);
-	return st->header_b64;
+	return st->header_b64[typ];
 }
 
 /*
- * JwsSignJson - sign len bytes of UTF-8 JSON with the node key; returns the
- * compact JWS, palloc'd.  The protocol and the gateway sign through here.
+ * JwsSignJson - sign len bytes of UTF-8 JSON with the node key, as a JWS of
+ * the given typ; returns the compact JWS, palloc'd.  The protocol, the
+ * gateway, the seals and sign() sign through here.
  */
 char *
-JwsSignJson(const char *json, size_t len)
+JwsSignJson(const char *json, size_t len, JwsTyp typ)
 {
 	NodeState  *st = GetNodeState();
-	const char *header = NodeHeader(st);
+	const char *header = NodeHeader(st, typ);
 	StringInfoData out;
 	size_t		input_len;
 	unsigned char *sig;
@@ -733,7 +624,7 @@ interop_sign(PG_FUNCTION_ARGS)
 
 	/* the payload on the wire is UTF-8 whatever the database encoding */
 	json = (char *) pg_server_to_any(json, strlen(json), PG_UTF8);
-	jws = JwsSignJson(json, strlen(json));
+	jws = JwsSignJson(json, strlen(json), JWS_TYP_USER);
 	PG_RETURN_TEXT_P(cstring_to_text(jws));
 }
 
@@ -751,6 +642,7 @@ typedef struct HeaderSlot
 	char	   *header;			/* base64url header bytes, TopMemoryContext */
 	size_t		len;
 	JwsAlg		alg;
+	int			typ;			/* JwsTyp of its "typ"; -1 for none of ours */
 	unsigned char digest[32];	/* chain cache key */
 } HeaderSlot;
 
@@ -779,7 +671,7 @@ HeaderCacheLookup(const JwsParts *parts)
 
 /* HeaderCacheStore - remember an acceptable header */
 static void
-HeaderCacheStore(const JwsParts *parts, JwsAlg alg, const unsigned char *digest)
+HeaderCacheStore(const JwsParts *parts, JwsAlg alg, int typ, const unsigned char *digest)
 {
 	HeaderSlot *slot = HeaderSlotFor(parts);
 	char	   *copy = MemoryContextAlloc(TopMemoryContext, parts->header_len);
@@ -790,17 +682,54 @@ HeaderCacheStore(const JwsParts *parts, JwsAlg alg, const unsigned char *digest)
 	slot->header = copy;
 	slot->len = parts->header_len;
 	slot->alg = alg;
+	slot->typ = typ;
 	memcpy(slot->digest, digest, 32);
+}
+
+/* TypOf - the JwsTyp a header "typ" names, or -1 */
+static int
+TypOf(const char *name)
+{
+	for (int i = 0; name && i < JWS_TYP_COUNT; i++)
+		if (strcmp(name, typ_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * CheckTyp - the JWS is of the kind expected.  With
+ * interop.accept_untyped_messages, a message of a 0.1.0 peer (typ "JOSE",
+ * as sign() writes) passes too.
+ */
+static void
+CheckTyp(int found, const char *found_name, JwsTyp expected)
+{
+	if (expected == JWS_TYP_ANY || found == (int) expected)
+		return;
+	if (found == JWS_TYP_USER && interop_accept_untyped_messages && expected != JWS_TYP_USER)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INTEROP_INVALID_MESSAGE),
+			 errmsg("JWS is not an interop %s", typ_names[expected] + (expected == JWS_TYP_USER ? 0 : 8)),
+			 errdetail("Its protected header has typ %s; a %s has typ \"%s\".",
+					   found_name ? quote_literal_cstr(found_name) : "(none)",
+					   typ_names[expected] + (expected == JWS_TYP_USER ? 0 : 8), typ_names[expected]),
+			 found == JWS_TYP_USER ?
+			 errhint("A payload signed with interop.sign() is never a protocol message; a peer that still runs interop 0.1.0 needs interop.accept_untyped_messages until it is updated.") : 0));
 }
 
 /*
  * JwsCheckHeader - the header steps of verification: "alg" allowed, no
- * "crit", the key (given, or from an "x5c" chain checked against the trust
- * anchors) and "alg" consistent with it.  Sets *key; returns the algorithm.
+ * "crit", "typ" the kind expected, the key (given, or from an "x5c" chain
+ * checked against the trust anchors) and "alg" consistent with it.  Sets
+ * *key; returns the algorithm.
  */
 static JwsAlg
-JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key, const char **signer)
+JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, JwsTyp expected, EVP_PKEY **key,
+			   const char **signer)
 {
+	const char *typ_name;
+	int			typ;
 	char	   *problem = NULL;
 	json_t	   *h = JwsDecodeHeader(parts, &problem);
 	json_t	   *x5c;
@@ -832,6 +761,11 @@ JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key, const ch
 				(errcode(ERRCODE_INTEROP_ALGORITHM_REFUSED),
 				 errmsg("JWS header has critical extensions that interop does not understand"),
 				 errdetail("RFC 7515 requires refusing a JWS whose \"crit\" header names unknown extensions.")));
+
+	/* "typ": the kind of message */
+	typ_name = json_string_value(json_object_get(h, "typ"));
+	typ = TypOf(typ_name);
+	CheckTyp(typ, typ_name, expected);
 
 	/* the key: given, or from a trusted chain */
 	*key = pubkey;
@@ -873,7 +807,7 @@ JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key, const ch
 	/* "alg" consistent with the key type */
 	JwsAlgCheckKey(alg, *key);
 	if (pubkey == NULL)
-		HeaderCacheStore(parts, alg, digest);
+		HeaderCacheStore(parts, alg, typ, digest);
 	json_decref(h);
 	return alg;
 }
@@ -886,7 +820,7 @@ JwsCheckHeader(const JwsParts *parts, EVP_PKEY *pubkey, EVP_PKEY **key, const ch
  * Every failure is an ERROR whose SQLSTATE says which check failed.
  */
 char *
-JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const char **signer,
+JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, JwsTyp typ, const char **signer,
 				 size_t *payload_len)
 {
 	JwsParts	parts;
@@ -912,11 +846,14 @@ JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const char **signe
 		HeaderSlot *slot = HeaderCacheLookup(&parts);
 
 		if (slot != NULL && (key = CachedSignerKey(slot->digest, signer)) != NULL)
+		{
+			CheckTyp(slot->typ, slot->typ >= 0 ? typ_names[slot->typ] : "(another)", typ);
 			alg = slot->alg;
+		}
 	}
 
 	if (key == NULL)
-		alg = JwsCheckHeader(&parts, pubkey, &key, signer);
+		alg = JwsCheckHeader(&parts, pubkey, typ, &key, signer);
 
 	/* the signature */
 	sig = Base64UrlDecode(parts.signature, parts.signature_len, &siglen);
@@ -936,13 +873,30 @@ JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, const char **signe
 	return (char *) raw;
 }
 
+/* JwsHeaderTyp - the "typ" of a JWS's protected header, or NULL (not verified) */
+char *
+JwsHeaderTyp(const char *jws)
+{
+	JwsParts	parts;
+	char	   *problem;
+	json_t	   *h;
+	char	   *typ = NULL;
+
+	if (JwsSplit(jws, strlen(jws), &parts) != NULL || (h = JwsDecodeHeader(&parts, &problem)) == NULL)
+		return NULL;
+	if (json_is_string(json_object_get(h, "typ")))
+		typ = pstrdup(json_string_value(json_object_get(h, "typ")));
+	json_decref(h);
+	return typ;
+}
+
 /* JwsVerify - verify a JWS datum; returns the payload as jsonb */
 static Datum
 JwsVerify(text *t, EVP_PKEY *pubkey)
 {
 	const char *signer;
 	size_t		rawlen;
-	char	   *raw = JwsVerifyCompact(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), pubkey, &signer, &rawlen);
+	char	   *raw = JwsVerifyCompact(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), pubkey, JWS_TYP_ANY, &signer, &rawlen);
 
 	return JsonbFromUtf8((unsigned char *) raw, rawlen, "payload");
 }

@@ -50,8 +50,20 @@ static Oid	node_relid = InvalidOid;
 static uint64 node_generation = 0;
 
 /* key written by init_node() in this transaction, moved into place at commit */
+/*
+ * A key file that moves at commit: pending_key_path becomes
+ * pending_final_path.  init_node() and rotate_key() write a new file next
+ * to its final name (an abort removes it); install_certificate() of a
+ * rotated key's certificate moves the pending key over the node key (an
+ * abort leaves it pending).  pending_is_node_key: the file that moves is
+ * the node's key within this transaction already.
+ */
 static char *pending_key_path = NULL;
 static char *pending_final_path = NULL;
+static bool pending_unlink_on_abort = true;
+static bool pending_is_node_key = true;
+
+static void NodeXactCallback(XactEvent event, void *arg);
 static bool xact_callback_registered = false;
 
 /* NodeKeyFile - the key file as configured, for messages */
@@ -73,6 +85,35 @@ NodeKeyPath(void)
 	return psprintf("%s/%s", DataDir, f);
 }
 
+/* PendingKeyPath - where a rotated key waits for its certificate */
+static char *
+PendingKeyPath(void)
+{
+	return psprintf("%s.pending", NodeKeyPath());
+}
+
+/* CurrentKeyPath - the file of the node's key as this transaction sees it */
+static char *
+CurrentKeyPath(void)
+{
+	return pending_key_path && pending_is_node_key ? pstrdup(pending_key_path) : NodeKeyPath();
+}
+
+/* MoveAtCommit - pending_key_path becomes final at commit (see above) */
+static void
+MoveAtCommit(const char *from, const char *to, bool unlink_on_abort, bool is_node_key)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(NodeXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	pending_key_path = MemoryContextStrdup(TopMemoryContext, from);
+	pending_final_path = MemoryContextStrdup(TopMemoryContext, to);
+	pending_unlink_on_abort = unlink_on_abort;
+	pending_is_node_key = is_node_key;
+}
+
 /* NodeRelationChanged - is relid interop.node (or unknown)? */
 bool
 NodeRelationChanged(Oid relid)
@@ -80,18 +121,31 @@ NodeRelationChanged(Oid relid)
 	return relid == InvalidOid || relid == node_relid;
 }
 
-/* InvalidateNodeCache - forget the loaded identity */
+/* FreeNodeState - free a dropped identity (RetireAtTransactionEnd) */
+static void
+FreeNodeState(void *arg)
+{
+	NodeState  *st = arg;
+
+	EVP_PKEY_free(st->key);
+	sk_X509_pop_free(st->chain, X509_free);
+	for (int i = 0; i < JWS_TYP_COUNT; i++)
+		if (st->header_b64[i])
+			pfree(st->header_b64[i]);
+	pfree(st);
+}
+
+/*
+ * InvalidateNodeCache - forget the loaded identity.  It is freed when the
+ * transaction ends: a caller may still hold it.
+ */
 void
 InvalidateNodeCache(void)
 {
 	node_generation++;
 	if (node_state == NULL)
 		return;
-	EVP_PKEY_free(node_state->key);
-	sk_X509_pop_free(node_state->chain, X509_free);
-	if (node_state->header_b64)
-		pfree(node_state->header_b64);
-	pfree(node_state);
+	RetireAtTransactionEnd(FreeNodeState, node_state);
 	node_state = NULL;
 }
 
@@ -120,9 +174,15 @@ ReadKeyFile(const char *path)
 	return key;
 }
 
+static char *PublicKeyPEM(EVP_PKEY *key);
+
 /*
  * GetNodeState - the node's identity, loaded once per backend.  Raises an
- * ERROR with a hint when the node is not initialised.
+ * ERROR with a hint when the node is not initialised, and when the key
+ * file is not the key interop.node publishes: on a standby promoted after
+ * the primary's key was rotated, or after a restore with another node's
+ * key file, the node must not sign as the member with a key no one can
+ * verify (or with a key its certificate does not name).
  */
 NodeState *
 GetNodeState(void)
@@ -134,6 +194,7 @@ GetNodeState(void)
 	char	   *member_id;
 	char	   *alg;
 	char	   *chain_pem;
+	char	   *public_key;
 	bool		isnull;
 	EVP_PKEY   *key;
 	uint64		generation;
@@ -147,7 +208,7 @@ retry:
 
 	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
-	plan = SPI_prepare("SELECT member_id::text, alg, certificate_chain FROM interop.node", 0, NULL);
+	plan = SPI_prepare("SELECT member_id::text, alg, certificate_chain, public_key FROM interop.node", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare a query on interop.node: %s", SPI_result_code_string(SPI_result));
 	/* the latest committed row, as catalog reads see it, whatever our snapshot */
@@ -164,6 +225,7 @@ retry:
 	alg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	chain_pem = isnull ? NULL : SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	public_key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	st = palloc0(sizeof(NodeState));
@@ -189,8 +251,16 @@ retry:
 
 	PG_TRY();
 	{
-		key = ReadKeyFile(pending_key_path ? pending_key_path : NodeKeyPath());
+		key = KeyInToken() ? TokenKey() : ReadKeyFile(CurrentKeyPath());
 		st->key = key;
+		if (public_key == NULL || strcmp(PublicKeyPEM(key), public_key) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the node key file is not the key of interop.node"),
+					 errdetail("The key in \"%s\" has another public key than the one interop.node publishes for %s: "
+							   "init_node() last ran on another server (a primary whose key was rotated after this standby was made, or the node whose key file was restored here), or with another key.",
+							   KeyInToken() ? interop_key_file : CurrentKeyPath(), member_id),
+					 errhint("Copy the key file from the server where interop.init_node() last ran (docs/operations.md, \"High availability\"), or run interop.init_node(..., overwrite => true) here and install a new certificate.")));
 		JwsAlgCheckKey(st->alg, key);
 	}
 	PG_CATCH();
@@ -233,7 +303,7 @@ NodeXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			if (unlink(pending_key_path) != 0 && errno != ENOENT)
+			if (pending_unlink_on_abort && unlink(pending_key_path) != 0 && errno != ENOENT)
 				ereport(WARNING,
 						(errcode_for_file_access(),
 						 errmsg("could not remove \"%s\": %m", pending_key_path)));
@@ -364,10 +434,12 @@ interop_init_node(PG_FUNCTION_ARGS)
 	char	   *path = NodeKeyPath();
 	struct stat st;
 	EVP_PKEY   *key;
-	char	   *pub;
+	char	   *pub = NULL;
 	int			ret;
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
+
+	RefuseOnStandby("interop.init_node()");
 
 	if (alg == JWS_ALG_INVALID)
 		ereport(ERROR,
@@ -379,28 +451,36 @@ interop_init_node(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("interop.init_node() was already called in this transaction"),
 				 errhint("Commit or roll back first.")));
-	if (stat(path, &st) == 0 && !overwrite)
+	if (KeyInToken())
+	{
+		/* the key is the token's: generated or imported there, never here */
+		if (overwrite)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("the node key is in a PKCS#11 token: interop.init_node() does not replace it"),
+					 errhint("Generate or import a new key in the token, point interop.key_file at it, reload, and call interop.init_node() without overwrite.")));
+		key = TokenKey();
+		OwnEVPKey(key);
+		JwsAlgCheckKey(alg, key);
+		pub = PublicKeyPEM(key);
+	}
+	else if (stat(path, &st) == 0 && !overwrite)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("this node already has a key"),
 				 errdetail("The key file \"%s\" exists.", NodeKeyFile()),
 				 errhint("To replace it, call interop.init_node(..., overwrite => true); signatures by the old key and its certificate stop being usable.")));
 
-	key = GenerateKey(alg);
-	pub = PublicKeyPEM(key);
-
-	/* write next to the final name; the commit moves it into place */
+	if (!KeyInToken())
 	{
+		/* write next to the final name; the commit moves it into place */
 		char	   *tmp = psprintf("%s.new", path);
 
-		if (!xact_callback_registered)
-		{
-			RegisterXactCallback(NodeXactCallback, NULL);
-			xact_callback_registered = true;
-		}
+		key = GenerateKey(alg);
+		pub = PublicKeyPEM(key);
+
 		WriteKeyFile(key, tmp);
-		pending_key_path = MemoryContextStrdup(TopMemoryContext, tmp);
-		pending_final_path = MemoryContextStrdup(TopMemoryContext, path);
+		MoveAtCommit(tmp, path, true, true);
 	}
 
 	values[0] = PointerGetDatum(member_id);
@@ -413,7 +493,8 @@ interop_init_node(PG_FUNCTION_ARGS)
 								"ON CONFLICT (singleton) DO UPDATE SET member_id = excluded.member_id, "
 								"alg = excluded.alg, public_key = excluded.public_key, "
 								"certificate_chain = NULL, certificate_not_after = NULL, "
-								"created_at = now(), certificate_installed_at = NULL",
+								"created_at = now(), certificate_installed_at = NULL, "
+								"pending_alg = NULL, pending_public_key = NULL, pending_at = NULL",
 								3, types, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not write interop.node: %s", SPI_result_code_string(ret));
@@ -423,12 +504,10 @@ interop_init_node(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(pub));
 }
 
-PG_FUNCTION_INFO_V1(interop_certificate_request);
-/* interop_certificate_request - a PEM CSR for the node key, CN = member id */
-Datum
-interop_certificate_request(PG_FUNCTION_ARGS)
+/* CertificateRequestPEM - a PEM CSR for key, subject CN = member, signed by key */
+static char *
+CertificateRequestPEM(EVP_PKEY *key, JwsAlg alg, const char *member)
 {
-	NodeState  *st = GetNodeState();
 	X509_REQ   *req;
 	X509_NAME  *name;
 	BIO		   *bio;
@@ -440,10 +519,10 @@ interop_certificate_request(PG_FUNCTION_ARGS)
 	ok = req != NULL && name != NULL &&
 		X509_REQ_set_version(req, 0) &&
 		X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-								   (const unsigned char *) st->member_id, -1, -1, 0) &&
+								   (const unsigned char *) member, -1, -1, 0) &&
 		X509_REQ_set_subject_name(req, name) &&
-		X509_REQ_set_pubkey(req, st->key) &&
-		X509_REQ_sign(req, st->key, st->alg == JWS_ALG_EDDSA ? NULL : EVP_sha256()) > 0;
+		X509_REQ_set_pubkey(req, key) &&
+		X509_REQ_sign(req, key, alg == JWS_ALG_EDDSA ? NULL : EVP_sha256()) > 0;
 	X509_NAME_free(name);
 	bio = ok ? BIO_new(BIO_s_mem()) : NULL;
 	if (!ok || bio == NULL || !PEM_write_bio_X509_REQ(bio, req))
@@ -453,7 +532,73 @@ interop_certificate_request(PG_FUNCTION_ARGS)
 		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not create the certificate request", NULL);
 	}
 	X509_REQ_free(req);
-	PG_RETURN_TEXT_P(cstring_to_text(MemBioText(bio)));
+	return MemBioText(bio);
+}
+
+PG_FUNCTION_INFO_V1(interop_certificate_request);
+/* interop_certificate_request - a PEM CSR for the node key, CN = member id */
+Datum
+interop_certificate_request(PG_FUNCTION_ARGS)
+{
+	NodeState  *st = GetNodeState();
+
+	PG_RETURN_TEXT_P(cstring_to_text(CertificateRequestPEM(st->key, st->alg, st->member_id)));
+}
+
+PG_FUNCTION_INFO_V1(interop_rotate_key);
+/*
+ * interop_rotate_key - the first step of a key rotation without an outage:
+ * a new key, pending, and the certificate request for it.  The current key
+ * goes on signing (with its certificate in x5c) until install_certificate()
+ * of the new key's certificate makes the new key the node's; the old public
+ * key stays in interop.node_key, so what it signed still verifies.
+ */
+Datum
+interop_rotate_key(PG_FUNCTION_ARGS)
+{
+	NodeState  *st;
+	JwsAlg		alg;
+	EVP_PKEY   *key;
+	char	   *tmp;
+	char	   *csr;
+	int			ret;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	RefuseOnStandby("interop.rotate_key()");
+	if (KeyInToken())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the node key is in a PKCS#11 token: interop.rotate_key() does not make keys there"),
+				 errhint("Generate or import the new key in the token; docs/operations.md, \"The node key in a token\", says how to switch.")));
+	if (pending_key_path != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the node key was already changed in this transaction"),
+				 errhint("Commit or roll back first.")));
+	st = GetNodeState();
+	alg = PG_ARGISNULL(0) ? st->alg : JwsAlgFromName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (alg == JWS_ALG_INVALID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unsupported signature algorithm \"%s\"", text_to_cstring(PG_GETARG_TEXT_PP(0))),
+				 errhint("Use one of ES256, EdDSA, PS256 or RS256.")));
+	key = GenerateKey(alg);
+	tmp = psprintf("%s.new", PendingKeyPath());
+	WriteKeyFile(key, tmp);
+	MoveAtCommit(tmp, PendingKeyPath(), true, false);
+
+	values[0] = CStringGetTextDatum(JwsAlgName(alg));
+	values[1] = CStringGetTextDatum(PublicKeyPEM(key));
+	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute_with_args("UPDATE interop.node SET pending_alg = $1, pending_public_key = $2, pending_at = now()",
+								2, types, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "could not update interop.node: %s", SPI_result_code_string(ret));
+	SPI_finish();
+	csr = CertificateRequestPEM(key, alg, st->member_id);
+	PG_RETURN_TEXT_P(cstring_to_text(csr));
 }
 
 PG_FUNCTION_INFO_V1(interop_install_certificate);
@@ -477,17 +622,49 @@ interop_install_certificate(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	time_t		nb,
 				na;
+	char	   *pending_pub = NULL;
+	bool		activate;
+	struct stat kst;
+	MemoryContext cxt = CurrentMemoryContext;
 
+	RefuseOnStandby("interop.install_certificate()");
+
+	/* the node's key (a renewal), or the pending key of a rotation */
+	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute("SELECT pending_public_key, pending_alg FROM interop.node", true, 1);
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		pending_pub = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		pending_pub = pending_pub ? MemoryContextStrdup(cxt, pending_pub) : NULL;
+	}
+	SPI_finish();
 	leafkey = X509_get0_pubkey(leaf);
-	if (leafkey == NULL || EVP_PKEY_eq(leafkey, st->key) != 1)
+	if (leafkey != NULL && EVP_PKEY_eq(leafkey, st->key) == 1)
+		activate = false;
+	else if (leafkey != NULL && pending_pub != NULL && strcmp(PublicKeyPEM(leafkey), pending_pub) == 0)
+		activate = true;
+	else
 	{
 		ERR_clear_error();
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEROP_KEY_MISMATCH),
 				 errmsg("certificate does not match the node key"),
-				 errdetail("The first certificate of the chain carries another public key than the node's."),
-				 errhint("Put the node's own certificate first, then its issuers; request it with interop.certificate_request().")));
+				 errdetail(pending_pub ? "The first certificate of the chain carries another public key than the node's and than the pending key's."
+						   : "The first certificate of the chain carries another public key than the node's."),
+				 errhint("Put the node's own certificate first, then its issuers; request it with interop.certificate_request(), or with interop.rotate_key() for a new key.")));
 	}
+	if (activate && pending_key_path != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the node key was already changed in this transaction"),
+				 errhint("Commit or roll back first.")));
+	if (activate && stat(PendingKeyPath(), &kst) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FILE),
+				 errmsg("the pending key of this node is missing"),
+				 errdetail("interop.rotate_key() left the new key in \"%s.pending\", and it is not there (a server that took over since, or a restore?).", NodeKeyFile()),
+				 errhint("Call interop.rotate_key() again here and ask the CA to certify the new request.")));
 	cert_member = CertificateMemberId(leaf);
 	if (cert_member == NULL || strcmp(cert_member, st->member_id) != 0)
 		ereport(ERROR,
@@ -498,7 +675,29 @@ interop_install_certificate(PG_FUNCTION_ARGS)
 						   cert_member ? psprintf("\"%s\"", cert_member) : "not a member id"),
 				 errhint("Ask the CA for a certificate issued from interop.certificate_request().")));
 
-	(void) VerifyChainWindow(chain, &nb, &na);
+	VerifyChainKnownRevocation(chain, &nb, &na);
+
+	/* a certificate that runs out sooner than the one it replaces */
+	if (interop_min_certificate_lifetime > 0 &&
+		na - time(NULL) < (time_t) interop_min_certificate_lifetime)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_CERTIFICATE_NOT_VALID),
+				 errmsg("the certificate expires within interop.min_certificate_lifetime"),
+				 errdetail("It is valid until %s; interop.min_certificate_lifetime asks for %d s more from now.",
+						   timestamptz_to_str(time_t_to_timestamptz(na)), interop_min_certificate_lifetime),
+				 errhint("Ask the CA for a certificate with a longer lifetime.")));
+	if (st->chain != NULL && sk_X509_num(st->chain) > 0)
+	{
+		int			day,
+					sec;
+
+		if (ASN1_TIME_diff(&day, &sec, X509_get0_notAfter(sk_X509_value(st->chain, 0)),
+						   X509_get0_notAfter(leaf)) && (day < 0 || sec < 0))
+			ereport(WARNING,
+					(errmsg("the new certificate expires before the one it replaces"),
+					 errdetail("It is valid until %s.", timestamptz_to_str(time_t_to_timestamptz(na))),
+					 errhint("Check that this is the certificate you meant to install.")));
+	}
 
 	/* store the chain re-encoded, one PEM block per certificate */
 	initStringInfo(&out);
@@ -509,12 +708,20 @@ interop_install_certificate(PG_FUNCTION_ARGS)
 	values[1] = TimestampTzGetDatum(time_t_to_timestamptz(na));
 	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
-	ret = SPI_execute_with_args("UPDATE interop.node SET certificate_chain = $1, "
+	ret = SPI_execute_with_args(activate ?
+								"UPDATE interop.node SET certificate_chain = $1, "
+								"certificate_not_after = $2, certificate_installed_at = now(), "
+								"alg = pending_alg, public_key = pending_public_key, "
+								"pending_alg = NULL, pending_public_key = NULL, pending_at = NULL" :
+								"UPDATE interop.node SET certificate_chain = $1, "
 								"certificate_not_after = $2, certificate_installed_at = now()",
 								2, types, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "could not update interop.node: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	/* the pending key becomes the node key at commit; an abort leaves it pending */
+	if (activate)
+		MoveAtCommit(PendingKeyPath(), NodeKeyPath(), false, true);
 	InvalidateNodeCache();
 	PG_RETURN_VOID();
 }

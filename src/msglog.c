@@ -143,11 +143,25 @@ LogExchange(const ExchangeLog *l)
 	values[18] = Int64GetDatum(l->consent_id);
 	if (l->consent_id == 0)
 		nulls[18] = 'n';
-	values[19] = TextOrNull(l->response ? RequestHash(l->response, strlen(l->response)) : NULL, nulls, 19);
+	values[19] = TextOrNull(l->response ? Sha256Base64Url(l->response, strlen(l->response)) : NULL, nulls, 19);
 
-	ret = SPI_execute_plan(insert_plan, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not write the message log: %s", SPI_result_code_string(ret));
+	/* the outcome, for readiness: a log that cannot be written is not ready */
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(insert_plan, values, nulls, false, 0);
+		if (ret != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not write the message log: %s", SPI_result_code_string(ret));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e = CopyErrorData();
+
+		NoteLogWrite(false, e->message);
+		FreeErrorData(e);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	NoteLogWrite(true, NULL);
 	if (SPI_processed == 0)
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -337,11 +351,7 @@ WakeSyncWorker(void)
 static int
 MySlot(void)
 {
-#if PG_VERSION_NUM >= 170000
-	return MyProcNumber;
-#else
-	return MyProc->pgprocno;
-#endif
+	return MyProcSlot();
 }
 
 /* CopyRecord - a new segment holding the record */
@@ -559,6 +569,25 @@ LogExchangeAutonomously(const ExchangeLog *l)
 	PG_END_TRY();
 }
 
+/*
+ * NoteWritten - a record committed: acknowledged, unless
+ * interop.require_synchronous_log is on and no synchronous standby
+ * confirmed the commit (LastCommitDurable), when the call that waits for
+ * it fails instead of returning what a failover could take away
+ */
+static void
+NoteWritten(SharedRecord *rec)
+{
+	if (LastCommitDurable())
+	{
+		rec->written = true;
+		return;
+	}
+	rec->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+	strlcpy(rec->error, "The record was committed on this node, but no synchronous standby confirmed it (interop.require_synchronous_log is on).",
+			sizeof(rec->error));
+}
+
 /* WriteOneRecord - insert one record in a transaction of its own */
 static void
 WriteOneRecord(SharedRecord *rec)
@@ -573,7 +602,7 @@ WriteOneRecord(SharedRecord *rec)
 		ReadRecord(rec, &l);
 		rec->id = LogExchange(&l);
 		EndWorkerTransaction();
-		rec->written = true;
+		NoteWritten(rec);
 	}
 	PG_CATCH();
 	{
@@ -628,7 +657,7 @@ WriteRecords(SharedRecord **recs, int n)
 		if (batch_ok)
 		{
 			for (int i = 0; i < n; i++)
-				recs[i]->written = true;
+				NoteWritten(recs[i]);
 			return;
 		}
 	}
@@ -646,19 +675,33 @@ OneShotLogWriterMain(Datum arg)
 	SharedRecord *rec;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	WorkerConnect(dboid, "interop log writer");
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, "interop log writer");
 	seg = dsm_attach(DatumGetUInt32(arg));
 	if (seg == NULL)
 		elog(ERROR, "interop log writer: the record is gone");
 	rec = dsm_segment_address(seg);
-	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_activity(STATE_RUNNING, "writing an exchange to interop.message_log");
 	WriteRecords(&rec, 1);
 	dsm_detach(seg);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
+}
+
+/* LogQueueDepth - records handed over and not yet taken by the log writer */
+int
+LogQueueDepth(void)
+{
+	int			n = 0;
+
+	if (queue == NULL)
+		return 0;
+	SpinLockAcquire(&queue->mutex);
+	for (int i = 0; i < queue->nslots; i++)
+		if (queue->slots[i].state == SLOT_PENDING)
+			n++;
+	SpinLockRelease(&queue->mutex);
+	return n;
 }
 
 /* RegisterLogWriter - the log writer, when the library is preloaded */
@@ -693,18 +736,6 @@ WriterDetach(int code, Datum arg)
 			SetLatch(queue->slots[i].latch);
 }
 
-/* ExtensionInstalled - whether interop is installed in this database */
-static bool
-ExtensionInstalled(void)
-{
-	bool		found;
-
-	StartTransactionCommand();
-	found = OidIsValid(get_extension_oid("interop", true));
-	CommitTransactionCommand();
-	return found;
-}
-
 /*
  * LogWriterMain - the log writer: wait for hand-overs, write them in one
  * transaction, acknowledge.  It serves hand-overs only while the extension
@@ -718,13 +749,10 @@ LogWriterMain(Datum arg)
 	Latch	  **waiters;
 	int		   *taken;
 
-	pqsignal(SIGTERM, WriterSigterm);
+	WorkerSetSigterm(WriterSigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
+	WorkerConnect(InvalidOid, "interop log writer");
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, "interop log writer");
-	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
-	pgstat_report_appname("interop log writer");
 
 	recs = palloc(sizeof(SharedRecord *) * queue->nslots);
 	segs = palloc(sizeof(dsm_segment *) * queue->nslots);
@@ -739,7 +767,7 @@ LogWriterMain(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (writer_stop)
-		proc_exit(0);
+		WorkerExit();
 
 	before_shmem_exit(WriterDetach, (Datum) 0);
 	SpinLockAcquire(&queue->mutex);
@@ -808,5 +836,5 @@ LogWriterMain(Datum arg)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
 	}
-	proc_exit(0);
+	WorkerExit();
 }

@@ -1,4 +1,4 @@
--- msglog.sql: the message log, one row per exchange per side (DESIGN §6)
+-- msglog.sql: the message log, one row per exchange per side (docs/architecture.md)
 --
 -- The gateway writes a row for every request it answers, refused ones
 -- included, in the transaction that produced the answer: the answer is sent
@@ -45,3 +45,5 @@ SELECT pg_catalog.pg_extension_config_dump('interop.message_log_id_seq', '');
 
 REVOKE ALL ON interop.message_log FROM PUBLIC;
 GRANT SELECT ON interop.message_log TO interop_auditor;
+GRANT SELECT, INSERT ON interop.message_log TO interop_worker;
+GRANT SELECT ON interop.message_log_id_seq TO interop_worker;   -- the sealer reads where it ends

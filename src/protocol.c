@@ -1,12 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * protocol.c
- *	  The wire messages of protocol version 1 (DESIGN §5): building and
+ *	  The wire messages of protocol version 1 (docs/protocol.md): building and
  *	  checking request and response claims.  Shared by the gateway (which
  *	  checks requests and builds responses) and the client (which builds
  *	  requests and checks responses).
  *
- * CheckRequest() applies the verification order of DESIGN §5 to a request
+ * CheckRequest() applies the verification order of docs/protocol.md to a request
  * body: size -> JWS structure -> "alg" -> "x5c" chain, dates, revocation ->
  * signature (those five in jws.c and x509.c) -> "iss" is the certificate's
  * member id (and the TLS client certificate's) -> "aud" is this node ->
@@ -37,22 +37,6 @@
 
 /* the longest lifetime a request may claim (exp - iat) */
 #define MAX_REQUEST_LIFETIME 3600
-
-/*
- * RequestHash - base64url SHA-256 of a message's bytes (the "req" claim).
- * OpenSSL directly: the gateway hashes before it opens a transaction, where
- * pg_cryptohash would need a resource owner.
- */
-char *
-RequestHash(const char *body, size_t len)
-{
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned int dlen = 0;
-
-	if (EVP_Digest(body, len, digest, &dlen, EVP_sha256(), NULL) != 1)
-		elog(ERROR, "could not compute a SHA-256 digest");
-	return Base64UrlEncode(digest, dlen);
-}
 
 /* UnixNow - seconds since 1970 */
 static int64
@@ -289,9 +273,9 @@ CheckTimes(int64 iat, int64 exp, bool need_exp)
 }
 
 /*
- * CheckRequest - DESIGN §5's verification order on a request body.
+ * CheckRequest - the verification order of docs/protocol.md on a request body.
  * tls_member is the member id of the TLS client certificate, or NULL when
- * the connection had none.  req->hash may hold the body's RequestHash()
+ * the connection had none.  req->hash may hold the body's Sha256Base64Url()
  * already; the rest of req is filled here.  Raises an ERROR naming the
  * first check that failed.
  */
@@ -306,9 +290,10 @@ CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeReque
 	JsonbValue *params;
 	const char *self;
 	char	   *jti;
+	char	   *iss;
 
 	/* the caller may have hashed the body already, to answer a failure */
-	char	   *hash = req->hash ? req->hash : RequestHash(body, len);
+	char	   *hash = req->hash ? req->hash : Sha256Base64Url(body, len);
 
 	memset(req, 0, sizeof(*req));
 	req->hash = hash;
@@ -320,23 +305,29 @@ CheckRequest(const char *body, size_t len, const char *tls_member, ExchangeReque
 				 errmsg("request is too large"),
 				 errdetail("The request is %zu bytes; interop.max_request_size is %d.",
 						   len, interop_max_request_size)));
-	payload = JwsVerifyCompact(body, len, NULL, &signer, &plen);
+	payload = JwsVerifyCompact(body, len, NULL, JWS_TYP_REQUEST, &signer, &plen);
+	req->signer = signer ? pstrdup(signer) : NULL;
 	jb = PayloadJsonb(payload, plen, what);
 
-	/* iss is the signer, and the TLS client when there is one */
-	req->iss = MemberClaim(jb, "iss", what);
-	if (signer == NULL || strcmp(req->iss, signer) != 0)
+	/*
+	 * iss is the signer, and the TLS client when there is one.  Until both
+	 * hold, req->iss stays NULL: the log names the verified signer, and the
+	 * claimed issuer appears only in the error.
+	 */
+	iss = MemberClaim(jb, "iss", what);
+	if (signer == NULL || strcmp(iss, signer) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
 				 errmsg("request issuer is not its signer"),
 				 errdetail("The request claims iss \"%s\" but is signed by \"%s\".",
-						   req->iss, signer ? signer : "(unknown)")));
-	if (tls_member != NULL && strcmp(req->iss, tls_member) != 0)
+						   iss, signer ? signer : "(unknown)")));
+	if (tls_member != NULL && strcmp(iss, tls_member) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
 				 errmsg("request issuer is not the TLS client"),
 				 errdetail("The request is signed by \"%s\" but the TLS client certificate names \"%s\".",
-						   req->iss, tls_member)));
+						   iss, tls_member)));
+	req->iss = iss;
 
 	/* aud is this node */
 	req->aud = MemberClaim(jb, "aud", what);
@@ -451,6 +442,7 @@ BuildError(const char *aud, const char *jti, const char *req_hash, const char *c
  * CheckResponse - verify a response to the request whose jti and hash are
  * given, from the provider it was sent to.  Returns the payload; sets
  * *error_code and *error_message for a signed error response (else NULL).
+ * With req_hash NULL (a GET, which has no body) only a refusal passes.
  */
 Jsonb *
 CheckResponse(const char *body, size_t len, const char *provider, const char *jti,
@@ -469,7 +461,7 @@ CheckResponse(const char *body, size_t len, const char *provider, const char *jt
 	bool		refusal;
 	const char *self = GetNodeState()->member_id;
 
-	payload = JwsVerifyCompact(body, len, NULL, &signer, &plen);
+	payload = JwsVerifyCompact(body, len, NULL, JWS_TYP_RESPONSE, &signer, &plen);
 	jb = PayloadJsonb(payload, plen, what);
 
 	iss = MemberClaim(jb, "iss", what);
@@ -492,7 +484,16 @@ CheckResponse(const char *body, size_t len, const char *provider, const char *jt
 	aud = StringClaim(jb, "aud", false, what);
 	rjti = StringClaim(jb, "jti", false, what);
 	rreq = StringClaim(jb, "req", false, what);
-	if ((aud == NULL ? !refusal : strcmp(aud, self) != 0) ||
+	if (req_hash == NULL)
+	{
+		/* a GET has no body to bind to: only a refusal may come back this way */
+		if (!refusal)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+					 errmsg("response is not bound to a request"),
+					 errdetail("Only a signed refusal answers a request without a body this way.")));
+	}
+	else if ((aud == NULL ? !refusal : strcmp(aud, self) != 0) ||
 		(rjti == NULL ? !refusal : pg_strcasecmp(rjti, jti) != 0) ||
 		rreq == NULL || strcmp(rreq, req_hash) != 0)
 		ereport(ERROR,
@@ -521,6 +522,274 @@ CheckResponse(const char *body, size_t len, const char *provider, const char *jt
 	return jb;
 }
 
+/* ServiceNameValid - the shape publish() allows: ^[a-z][a-z0-9_-]{0,62}$ */
+static bool
+ServiceNameValid(const char *s, size_t len)
+{
+	if (len == 0 || len > 63 || s[0] < 'a' || s[0] > 'z')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* BadCatalog - raise the "invalid catalog" error for service i */
+static void
+BadCatalog(const char *provider, int i, const char *detail) pg_attribute_noreturn();
+static void
+BadCatalog(const char *provider, int i, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+			 errmsg("invalid catalog from %s", provider),
+			 i >= 0 ? errdetail("Service %d: %s", i + 1, detail) : errdetail("%s", detail),
+			 errhint("A peer's catalog is checked before anything is made of it; see docs/protocol.md, GET /v1/catalog.")));
+	pg_unreachable();
+}
+
+/* ObjectField - a member of a JSON object container, or NULL */
+static JsonbValue *
+ObjectField(JsonbContainer *c, const char *key)
+{
+	return getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
+}
+
+/* CheckCatalogService - one entry of a catalog's "services", or an ERROR */
+static void
+CheckCatalogService(const char *provider, int i, JsonbValue *svc)
+{
+	JsonbContainer *c;
+	JsonbValue *v;
+	JsonbValue *cols;
+	JsonbValue *filters;
+	int			ncols;
+	char	  **names;
+
+	if (svc == NULL || svc->type != jbvBinary || !JsonContainerIsObject(svc->val.binary.data))
+		BadCatalog(provider, i, "it is not an object.");
+	c = svc->val.binary.data;
+	v = ObjectField(c, "name");
+	if (v == NULL || v->type != jbvString || !ServiceNameValid(v->val.string.val, v->val.string.len))
+		BadCatalog(provider, i, "its name is not 1 to 63 lower-case letters, digits, \"_\" or \"-\", starting with a letter.");
+	v = ObjectField(c, "description");
+	if (v != NULL && v->type != jbvNull && (v->type != jbvString || v->val.string.len > 10000))
+		BadCatalog(provider, i, "its description is not a string of at most 10000 bytes.");
+
+	cols = ObjectField(c, "columns");
+	if (cols == NULL || cols->type != jbvBinary || !JsonContainerIsArray(cols->val.binary.data))
+		BadCatalog(provider, i, "its columns are not an array.");
+	ncols = JsonContainerSize(cols->val.binary.data);
+	if (ncols > MaxTupleAttributeNumber)
+		BadCatalog(provider, i, "it has more columns than a table can.");
+	names = palloc(sizeof(char *) * Max(ncols, 1));
+	for (int j = 0; j < ncols; j++)
+	{
+		JsonbValue *col = getIthJsonbValueFromContainer(cols->val.binary.data, j);
+		JsonbValue *n = NULL;
+		JsonbValue *t = NULL;
+
+		if (col != NULL && col->type == jbvBinary && JsonContainerIsObject(col->val.binary.data))
+		{
+			n = ObjectField(col->val.binary.data, "name");
+			t = ObjectField(col->val.binary.data, "type");
+		}
+		/* a column name becomes an identifier here: it must fit one, whole */
+		if (n == NULL || n->type != jbvString || n->val.string.len == 0 || n->val.string.len >= NAMEDATALEN)
+			BadCatalog(provider, i, psprintf("column %d has no name of 1 to %d bytes.", j + 1, NAMEDATALEN - 1));
+		if (t == NULL || t->type != jbvString || t->val.string.len == 0 || t->val.string.len > 128)
+			BadCatalog(provider, i, psprintf("column %d has no type name of 1 to 128 bytes.", j + 1));
+		names[j] = pnstrdup(n->val.string.val, n->val.string.len);
+		for (int k = 0; k < j; k++)
+			if (strcmp(names[k], names[j]) == 0)
+				BadCatalog(provider, i, psprintf("column \"%s\" appears twice.", names[j]));
+	}
+
+	filters = ObjectField(c, "filters");
+	if (filters == NULL || filters->type != jbvBinary || !JsonContainerIsArray(filters->val.binary.data))
+		BadCatalog(provider, i, "its filters are not an array.");
+	for (int j = 0; j < (int) JsonContainerSize(filters->val.binary.data); j++)
+	{
+		JsonbValue *f = getIthJsonbValueFromContainer(filters->val.binary.data, j);
+		bool		found = false;
+
+		if (f == NULL || f->type != jbvString)
+			BadCatalog(provider, i, psprintf("filter %d is not a string.", j + 1));
+		for (int k = 0; k < ncols && !found; k++)
+			found = strlen(names[k]) == f->val.string.len &&
+				memcmp(names[k], f->val.string.val, f->val.string.len) == 0;
+		if (!found)
+			BadCatalog(provider, i, psprintf("filter %d is not one of its columns.", j + 1));
+		for (int k = 0; k < j; k++)
+		{
+			JsonbValue *g = getIthJsonbValueFromContainer(filters->val.binary.data, k);
+
+			if (g->val.string.len == f->val.string.len &&
+				memcmp(g->val.string.val, f->val.string.val, f->val.string.len) == 0)
+				BadCatalog(provider, i, psprintf("filter %d appears twice.", j + 1));
+		}
+	}
+	v = ObjectField(c, "purposes");
+	if (v != NULL && v->type != jbvNull &&
+		(v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data)))
+		BadCatalog(provider, i, "its purposes are neither null nor an array.");
+}
+
+/*
+ * CheckCatalog - verify a GET /v1/catalog answer of provider: signed by it,
+ * addressed to this node, not from the future, and every service in a
+ * shape that can be turned into SQL identifiers without surprise.  Returns
+ * the "services" array.
+ */
+Jsonb *
+CheckCatalog(const char *body, size_t len, const char *provider)
+{
+	const char *what = "catalog";
+	const char *signer;
+	size_t		plen;
+	char	   *payload;
+	Jsonb	   *jb;
+	JsonbValue *v;
+	char	   *iss;
+	char	   *aud;
+
+	payload = JwsVerifyCompact(body, len, NULL, JWS_TYP_CATALOG, &signer, &plen);
+	jb = PayloadJsonb(payload, plen, what);
+	iss = MemberClaim(jb, "iss", what);
+	if (signer == NULL || strcmp(iss, signer) != 0 || strcmp(iss, provider) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("catalog is not signed by %s", provider),
+				 errdetail("It claims iss \"%s\" and is signed by \"%s\".", iss, signer ? signer : "(unknown)")));
+	aud = MemberClaim(jb, "aud", what);
+	if (strcmp(aud, GetNodeState()->member_id) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_WRONG_AUDIENCE),
+				 errmsg("catalog of %s is addressed to another node", provider),
+				 errdetail("Its aud is \"%s\"; this node is \"%s\".", aud, GetNodeState()->member_id)));
+	CheckTimes(TimeClaim(jb, "iat", what), 0, false);
+	v = Claim(jb, "services");
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		BadCatalog(provider, -1, "The payload has no \"services\" array.");
+	for (int i = 0; i < (int) JsonContainerSize(v->val.binary.data); i++)
+		CheckCatalogService(provider, i, getIthJsonbValueFromContainer(v->val.binary.data, i));
+	return JsonbValueToJsonb(v);
+}
+
+/*
+ * AnswerRowsToTuplestore - the rows of a verified answer, one jsonb object
+ * each, keyed by the answer's column names; an ERROR when "columns" and
+ * "rows" are not what an answer has
+ */
+int
+AnswerRowsToTuplestore(Jsonb *payload, Tuplestorestate *ts, TupleDesc desc)
+{
+	JsonbValue *columns = ResponseClaim(payload, "columns");
+	JsonbValue *rows = ResponseClaim(payload, "rows");
+	int			ncols;
+	int			nrows;
+	JsonbValue **names;
+
+	if (columns == NULL || columns->type != jbvBinary || !JsonContainerIsArray(columns->val.binary.data) ||
+		rows == NULL || rows->type != jbvBinary || !JsonContainerIsArray(rows->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("invalid response: \"columns\" and \"rows\" must be arrays")));
+	ncols = JsonContainerSize(columns->val.binary.data);
+	nrows = JsonContainerSize(rows->val.binary.data);
+	names = palloc(sizeof(JsonbValue *) * Max(ncols, 1));
+	for (int i = 0; i < ncols; i++)
+	{
+		JsonbValue *c = getIthJsonbValueFromContainer(columns->val.binary.data, i);
+		JsonbValue *n = NULL;
+
+		if (c != NULL && c->type == jbvBinary && JsonContainerIsObject(c->val.binary.data))
+			n = getKeyJsonValueFromContainer(c->val.binary.data, "name", 4, NULL);
+		if (n == NULL || n->type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+					 errmsg("invalid response: column %d has no name", i + 1)));
+		names[i] = n;
+	}
+	for (int r = 0; r < nrows; r++)
+	{
+		JsonbValue *row = getIthJsonbValueFromContainer(rows->val.binary.data, r);
+		JsonbParseState *state = NULL;
+		JsonbValue *obj;
+		Datum		value;
+		bool		isnull = false;
+
+		if (row == NULL || row->type != jbvBinary || !JsonContainerIsArray(row->val.binary.data) ||
+			(int) JsonContainerSize(row->val.binary.data) != ncols)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+					 errmsg("invalid response: row %d is not an array of %d values", r + 1, ncols)));
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		for (int c = 0; c < ncols; c++)
+		{
+			pushJsonbValue(&state, WJB_KEY, names[c]);
+			pushJsonbValue(&state, WJB_VALUE, getIthJsonbValueFromContainer(row->val.binary.data, c));
+		}
+		obj = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		value = JsonbPGetDatum(JsonbValueToJsonb(obj));
+		tuplestore_putvalues(ts, desc, &value, &isnull);
+	}
+	return nrows;
+}
+
+/* ArrayClaimSize - the length of an array claim, or -1 */
+static int
+ArrayClaimSize(Jsonb *payload, const char *key)
+{
+	JsonbValue *v = Claim(payload, key);
+
+	return (v && v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data)) ?
+		(int) JsonContainerSize(v->val.binary.data) : -1;
+}
+
+/*
+ * CheckBatch - the claims of a verified POST /v1/changes answer (status
+ * 200) from provider: "key", "upserts", "deletes", "next" (the provider's
+ * cursor, kept opaque, at most MAX_CURSOR_SIZE bytes), "phase" of the next
+ * pull, "more", "complete".  Fills b or raises IX011.
+ */
+void
+CheckBatch(Jsonb *payload, const char *provider, Batch *b)
+{
+	JsonbValue *v;
+	char	   *phase;
+
+	memset(b, 0, sizeof(*b));
+	b->nupserts = ArrayClaimSize(payload, "upserts");
+	b->ndeletes = ArrayClaimSize(payload, "deletes");
+	v = Claim(payload, "next");
+	if (b->nupserts < 0 || b->ndeletes < 0 || ArrayClaimSize(payload, "key") < 1 ||
+		v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("invalid batch from %s", provider),
+				 errdetail("A batch has the claims key, upserts, deletes and next.")));
+	b->next = JsonbToCString(NULL, v->val.binary.data, -1);
+	/* the cursor is the provider's, stored and sent back: bounded like any input */
+	if (strlen(b->next) > MAX_CURSOR_SIZE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("invalid batch from %s", provider),
+				 errdetail("Its cursor (\"next\") is %zu bytes; at most %d are accepted.", strlen(b->next), MAX_CURSOR_SIZE)));
+	phase = StringClaim(payload, "phase", false, "batch");
+	if (phase == NULL || (strcmp(phase, "copy") != 0 && strcmp(phase, "changes") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("invalid batch from %s", provider),
+				 errdetail("Its \"phase\" is %s; a batch says \"copy\" or \"changes\" (a provider of interop 0.1.0 says nothing: update it).",
+						   phase ? quote_literal_cstr(phase) : "missing")));
+	b->next_copy = strcmp(phase, "copy") == 0;
+	v = Claim(payload, "more");
+	b->more = v != NULL && v->type == jbvBool && v->val.boolean;
+	v = Claim(payload, "complete");
+	b->complete = v != NULL && v->type == jbvBool && v->val.boolean;
+}
+
 /* ResponseClaim - a claim of a checked response, for the client */
 JsonbValue *
 ResponseClaim(Jsonb *jb, const char *key)
@@ -529,7 +798,7 @@ ResponseClaim(Jsonb *jb, const char *key)
 }
 
 /*
- * WireErrorFor - the HTTP status and error code of DESIGN §5 for a
+ * WireErrorFor - the HTTP status and error code of docs/protocol.md for a
  * failed check, by its SQLSTATE.
  */
 void
@@ -560,6 +829,9 @@ WireErrorFor(int sqlstate, int *status, const char **code)
 			break;
 		case ERRCODE_INTEROP_CLOCK_SKEW:
 			*status = 401, *code = "clock_skew";
+			break;
+		case ERRCODE_INTEROP_REVOCATION_UNKNOWN:
+			*status = 503, *code = "revocation_unknown";
 			break;
 		case ERRCODE_INTEROP_INVALID_MESSAGE:
 		case ERRCODE_INVALID_TEXT_REPRESENTATION:

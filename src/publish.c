@@ -12,17 +12,18 @@
  *	  RunServiceQuery
  * (the filters come before consent: they name the subject).
  * Refusals are not ERRORs: they come back as a ServiceRefusal carrying the
- * wire status and code of DESIGN §5, because the gateway answers them with a
+ * wire status and code of docs/protocol.md, because the gateway answers them with a
  * signed error response.  dry_run() turns them into ERRORs.
  *
  * The query is built from the catalog, never from request text: the
  * relation and column names are quoted identifiers taken from pg_class and
  * pg_attribute, the operator is the type's default equality operator named
  * with its schema, and every value is a bound parameter converted by the
- * column type's input function.  It runs with the privileges of the role
- * that published the service (SetUserIdAndSecContext with
- * SECURITY_RESTRICTED_OPERATION), read-only, and fetches max_rows + 1 rows
- * to know whether the answer was truncated.
+ * column type's input function.  Both the conversion of the values (a
+ * domain's CHECK runs there) and the query run with the privileges of the
+ * role that published the service (BecomeRole: SetUserIdAndSecContext with
+ * SECURITY_RESTRICTED_OPERATION), read-only; the query fetches max_rows + 1
+ * rows to know whether the answer was truncated.
  *
  *-------------------------------------------------------------------------
  */
@@ -194,12 +195,14 @@ typedef struct BoundFilter
 } BoundFilter;
 
 /*
- * ConvertValue - text through a type's input function; on failure returns
+ * ConvertValue - text through a type's input function, as the publisher
+ * (owner): the input function of a domain runs its CHECK constraints,
+ * which anyone who may create a domain can write.  On failure returns
  * false and sets *message (the input error is the client's mistake, so it
  * is caught in a subtransaction and reported, not raised).
  */
 static bool
-ConvertValue(Oid type, char *text, Datum *value, char **message)
+ConvertValue(Oid type, Oid owner, char *text, Datum *value, char **message)
 {
 	Oid			typinput;
 	Oid			typioparam;
@@ -212,7 +215,11 @@ ConvertValue(Oid type, char *text, Datum *value, char **message)
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
+		RoleSwitch	save;
+
+		BecomeRole(owner, &save);
 		*value = OidInputFunctionCall(typinput, text, typioparam, -1);
+		RestoreRole(&save);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -290,7 +297,7 @@ BindFilters(const Service *svc, Jsonb *params, BoundFilter **filters, int *nfilt
 				*subject = text;
 			out[n].attnum = attnum;
 			out[n].type = get_atttype(svc->source, attnum);
-			if (!ConvertValue(out[n].type, text, &out[n].value, &message))
+			if (!ConvertValue(out[n].type, svc->owner, text, &out[n].value, &message))
 				return Refuse(refusal, 400, "bad_request", "invalid value for \"%s\": %s", key, message);
 			n++;
 		}
@@ -333,8 +340,7 @@ RunServiceQuery(const Service *svc, BoundFilter *filters, int nfilters, ServiceA
 	TupleDesc	desc;
 	Oid		   *argtypes = palloc(sizeof(Oid) * Max(nfilters, 1));
 	Datum	   *values = palloc(sizeof(Datum) * Max(nfilters, 1));
-	Oid			save_userid;
-	int			save_sec_context;
+	RoleSwitch	save;
 	int			ret = 0;
 	int			ncols = 0;
 
@@ -385,18 +391,9 @@ RunServiceQuery(const Service *svc, BoundFilter *filters, int nfilters, ServiceA
 	appendStringInfo(&sql, " LIMIT %d", svc->max_rows + 1);
 
 	/* run as the publisher */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(svc->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		ret = ExecuteCached(sql.data, nfilters, argtypes, values, NULL, true, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
+	BecomeRole(svc->owner, &save);
+	ret = ExecuteCached(sql.data, nfilters, argtypes, values, NULL, true, 0);
+	RestoreRole(&save);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not run service \"%s\": %s", svc->name, SPI_result_code_string(ret));
 
@@ -455,36 +452,6 @@ AnswerJson(const ServiceAnswer *ans)
 	}
 	appendStringInfo(&buf, "], \"truncated\": %s}", ans->truncated ? "true" : "false");
 	return buf.data;
-}
-
-/*
- * CatalogJson - the services granted to consumer, as the JSON array that
- * GET /v1/catalog signs: name, description, columns with their types,
- * filters, subject column, consent rule, row limit, allowed purposes.
- * The caller is connected to SPI.
- */
-char *
-CatalogJson(const char *consumer)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(consumer)};
-	int			ret;
-
-	ret = SPI_execute_with_args("SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
-								"'name', s.name, 'description', s.description, "
-								"'columns', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
-								"    'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, NULL)) ORDER BY a.attnum) "
-								"  FROM pg_catalog.pg_attribute a "
-								"  WHERE a.attrelid = s.source AND a.attnum > 0 AND NOT a.attisdropped), "
-								"'filters', s.filter_columns, 'subject_column', s.subject_column, "
-								"'requires_consent', s.requires_consent, 'max_rows', s.max_rows, "
-								"'purposes', g.purposes) ORDER BY s.name), '[]')::text "
-								"FROM interop.service s JOIN interop.access_grant g ON g.service = s.name "
-								"WHERE g.consumer = $1::interop.member_id",
-								1, argtypes, values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read the catalog: %s", SPI_result_code_string(ret));
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /* RefusalSqlState - the SQLSTATE dry_run() raises for a wire refusal */

@@ -61,6 +61,9 @@ DECLARE
     kind "char";
     col text;
 BEGIN
+    IF interop.restoring() THEN
+        RETURN NEW;             -- as dumped: the owner is the publisher's, not the restorer's
+    END IF;
     NEW.owner := current_user::regrole;
     NEW.published_at := now();
     SELECT relkind INTO kind FROM pg_class WHERE oid = NEW.source;
@@ -126,6 +129,9 @@ $$;
 CREATE FUNCTION interop.access_grant_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    IF interop.restoring() THEN
+        RETURN NEW;
+    END IF;
     NEW.granted_by := current_user::regrole;
     NEW.granted_at := now();
     NEW.purposes := ARRAY(SELECT DISTINCT p FROM unnest(NEW.purposes) p ORDER BY p);
@@ -145,6 +151,9 @@ REVOKE ALL ON FUNCTION interop.calling_role() FROM PUBLIC;
 CREATE FUNCTION interop.admin_history_record() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 BEGIN
+    IF interop.restoring() THEN
+        RETURN NULL;            -- the dump holds the history of these rows
+    END IF;
     INSERT INTO interop.admin_history (role, session_role, object, action, old_value, new_value)
     VALUES (interop.calling_role(), session_user, TG_TABLE_NAME, TG_OP,
             CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
@@ -169,6 +178,7 @@ CREATE FUNCTION interop.publish(service text, source regclass, filter_columns te
                                 description text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.publish()');
     IF service IS NULL OR service !~ '^[a-z][a-z0-9_-]{0,62}$' THEN
         RAISE EXCEPTION 'invalid service name "%"', service
             USING ERRCODE = 'invalid_name',
@@ -206,6 +216,7 @@ COMMENT ON FUNCTION interop.publish(text, regclass, text[], text, bool, int, boo
 CREATE FUNCTION interop.unpublish(service text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.unpublish()');
     DELETE FROM interop.service s WHERE s.name = unpublish.service;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'service "%" does not exist', service
@@ -220,6 +231,7 @@ CREATE FUNCTION interop.grant_access(service text, consumer interop.member_id, p
                                      legal_basis text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.grant_access()');
     IF NOT EXISTS (SELECT FROM interop.service s WHERE s.name = grant_access.service) THEN
         RAISE EXCEPTION 'service "%" does not exist', service
             USING ERRCODE = 'undefined_object',
@@ -245,6 +257,7 @@ COMMENT ON FUNCTION interop.grant_access(text, interop.member_id, text[], text) 
 CREATE FUNCTION interop.revoke_access(service text, consumer interop.member_id) RETURNS bool
 LANGUAGE plpgsql SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.revoke_access()');
     DELETE FROM interop.access_grant g
     WHERE g.service = revoke_access.service AND g.consumer = revoke_access.consumer;
     IF NOT FOUND THEN
@@ -268,6 +281,7 @@ GRANT EXECUTE ON FUNCTION interop.publish(text, regclass, text[], text, bool, in
 GRANT SELECT, INSERT, UPDATE, DELETE ON interop.service, interop.access_grant TO interop_admin;
 GRANT SELECT ON interop.service, interop.access_grant, interop.admin_history TO interop_auditor;
 GRANT SELECT ON interop.admin_history TO interop_admin;
+GRANT SELECT ON interop.service, interop.access_grant TO interop_worker;
 
 CREATE FUNCTION interop.dry_run(service text, consumer interop.member_id, params jsonb DEFAULT '{}',
                                 purpose text DEFAULT NULL) RETURNS jsonb

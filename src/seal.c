@@ -55,6 +55,16 @@
 #define LEAF_LEN (8 + HASH_LEN)	/* id (big-endian) and leaf hash */
 #define FETCH_ROWS 2000
 
+/*
+ * How much older than the seal before it a record may be dated.  A record
+ * with an id after a seal's range was inserted after that seal read the id
+ * sequence; its time is when the exchange happened, which a consumer sets
+ * before it hands the record to the log writer.  Ten minutes is far more
+ * than that hand-over takes (a log that cannot be written holds up the
+ * seal too), and far less than a backdating that matters.
+ */
+#define RECORD_DATE_SLACK (10 * 60 * USECS_PER_SEC)
+
 /* a sealed log: its name and the columns its records are hashed over */
 typedef struct SealedLog
 {
@@ -76,26 +86,6 @@ static const SealedLog sealed_logs[] = {
 static bool pruning = false;
 
 /* ---- hashing ---- */
-
-static EVP_MD_CTX *
-NewSha256(void)
-{
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-
-	if (md == NULL || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
-	{
-		EVP_MD_CTX_free(md);
-		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "could not start a SHA-256 digest", NULL);
-	}
-	return md;
-}
-
-static void
-Sha256(const void *data, size_t len, unsigned char *out)
-{
-	if (!EVP_Digest(data, len, out, NULL, EVP_sha256(), NULL))
-		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not compute SHA-256", NULL);
-}
 
 /* HashField - one column: presence byte, 4-byte big-endian length, bytes */
 static void
@@ -297,9 +287,9 @@ OpenRecords(RecordCursor *rc, const SealedLog *log, int64 after, int64 upto)
 	rc->cxt = AllocSetContextCreate(CurrentMemoryContext, "interop seal batch", ALLOCSET_DEFAULT_SIZES);
 }
 
-/* NextRecord - the next record's id and leaf; false at the end */
+/* NextRecord - the next record's id and leaf (and time, when at is given); false at the end */
 static bool
-NextRecord(RecordCursor *rc, int64 *id, unsigned char *leaf)
+NextRecordAt(RecordCursor *rc, int64 *id, unsigned char *leaf, TimestampTz *at)
 {
 	MemoryContext old;
 
@@ -324,9 +314,22 @@ NextRecord(RecordCursor *rc, int64 *id, unsigned char *leaf)
 		}
 	}
 	old = MemoryContextSwitchTo(rc->cxt);
+	if (at != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(rc->tuptable->vals[rc->pos], 2, rc->desc, &isnull);
+
+		*at = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+	}
 	RecordLeaf(rc->tuptable->vals[rc->pos++], rc->desc, rc->codecs, rc->md, id, leaf);
 	MemoryContextSwitchTo(old);
 	return true;
+}
+
+static bool
+NextRecord(RecordCursor *rc, int64 *id, unsigned char *leaf)
+{
+	return NextRecordAt(rc, id, leaf, NULL);
 }
 
 static void
@@ -433,7 +436,7 @@ InsertSeal(const char *log, const char *kind, int64 after, int64 upto, int64 cou
 					   after, upto, count, root ? Quote(root) : "null", prev ? Quote(prev) : "null",
 					   last_at ? Quote(timestamptz_to_str(last_at)) : "null",
 					   Quote(timestamptz_to_str(now)), extra ? extra : "");
-	jws = JwsSignJson(payload, strlen(payload));
+	jws = JwsSignJson(payload, strlen(payload), JWS_TYP_SEAL);
 
 	SET_VARSIZE(lv, VARHDRSZ + nleaves * LEAF_LEN);
 	if (nleaves > 0)
@@ -554,9 +557,13 @@ SealLogs(void)
 				 errmsg("interop.seal_log() must run in a READ COMMITTED transaction"),
 				 errdetail("A seal must see every record committed before it, which a transaction snapshot does not."),
 				 errhint("Run it outside an explicit REPEATABLE READ or SERIALIZABLE transaction.")));
-	/* one sealer at a time: the chain is a sequence */
-	if (SPI_execute("LOCK TABLE interop.log_seal IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not lock interop.log_seal");
+	/*
+	 * One sealer at a time: the chain is a sequence.  The lock is taken by
+	 * the extension's own code, so the workers need no privilege for it;
+	 * lock_timeout applies to the wait.
+	 */
+	LockRelationOid(get_relname_relid("log_seal", get_namespace_oid("interop", false)),
+					ShareRowExclusiveLock);
 	for (int i = 0; i < NUM_LOGS; i++)
 		n += SealOne(&sealed_logs[i]);
 	return n;
@@ -568,6 +575,8 @@ Datum
 interop_seal_log(PG_FUNCTION_ARGS)
 {
 	int64		n;
+
+	RefuseOnStandby("interop.seal_log()");
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -589,6 +598,8 @@ typedef struct SealRow
 	char	   *root;
 	char	   *prev;
 	char	   *jws;
+	TimestampTz sealed_at;
+	TimestampTz not_before;		/* records dated earlier are named (0: no bound) */
 	bool		pruned;
 } SealRow;
 
@@ -697,9 +708,9 @@ JsonOrNull(const char *raw, size_t len)
 	return jb;
 }
 
-/* SignatureValid - whether the JWS verifies under the key */
+/* SignatureValid - whether the JWS verifies under the key, as a JWS of typ */
 static bool
-SignatureValid(const char *jws, EVP_PKEY *key)
+SignatureValid(const char *jws, EVP_PKEY *key, JwsTyp typ)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = false;
@@ -709,7 +720,7 @@ SignatureValid(const char *jws, EVP_PKEY *key)
 		const char *signer;
 		size_t		plen;
 
-		(void) JwsVerifyCompact(jws, strlen(jws), key, &signer, &plen);
+		(void) JwsVerifyCompact(jws, strlen(jws), key, typ, &signer, &plen);
 		ok = true;
 	}
 	PG_CATCH();
@@ -721,10 +732,18 @@ SignatureValid(const char *jws, EVP_PKEY *key)
 	return ok;
 }
 
-/* CheckSealSignature - verify the JWS; its payload, or NULL after a problem */
+/*
+ * CheckSealSignature - verify the JWS; its payload, or NULL after a
+ * problem.  A seal is a JWS of typ "interop-seal"; seals made by 0.1.0
+ * (typ "JOSE", which interop.sign() also writes) are accepted only before
+ * the first typed seal of the chain (*typed_seen), so a payload signed
+ * with sign() can never be added to a chain that 0.2.0 continued.
+ */
 static Jsonb *
-CheckSealSignature(Problems *p, SealRow *s, List *keys, List *kids)
+CheckSealSignature(Problems *p, SealRow *s, List *keys, List *kids, bool *typed_seen)
 {
+	char	   *typ = JwsHeaderTyp(s->jws);
+	JwsTyp		expect = JWS_TYP_SEAL;
 	const char *dot1 = strchr(s->jws, '.');
 	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
 	size_t		len;
@@ -755,7 +774,17 @@ CheckSealSignature(Problems *p, SealRow *s, List *keys, List *kids)
 				(long long) s->id, kid ? kid : "none");
 		return NULL;
 	}
-	if (!SignatureValid(s->jws, key))
+	if (typ != NULL && strcmp(typ, JwsTypName(JWS_TYP_SEAL)) == 0)
+		*typed_seen = true;
+	else if (typ != NULL && strcmp(typ, JwsTypName(JWS_TYP_USER)) == 0 && !*typed_seen)
+		expect = JWS_TYP_USER;
+	else
+	{
+		Problem(p, "log_seal", s->id, "seal %lld is not signed as a seal: its typ is %s",
+				(long long) s->id, typ ? quote_literal_cstr(typ) : "(none)");
+		return NULL;
+	}
+	if (!SignatureValid(s->jws, key, expect))
 	{
 		Problem(p, "log_seal", s->id, "the signature of seal %lld does not verify", (long long) s->id);
 		return NULL;
@@ -772,7 +801,10 @@ Same(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-/* CompareRecords - the records of a seal against its leaves */
+/*
+ * CompareRecords - the records of a seal against its leaves, and their
+ * dates against the seal before it
+ */
 static void
 CompareRecords(Problems *p, SealRow *s, const unsigned char *leaves)
 {
@@ -782,6 +814,7 @@ CompareRecords(Problems *p, SealRow *s, const unsigned char *leaves)
 	unsigned char leaf[HASH_LEN];
 	int64		li = 0;
 	bool		have;
+	TimestampTz at = 0;
 
 	for (int i = 0; i < NUM_LOGS; i++)
 		if (strcmp(sealed_logs[i].name, s->log) == 0)
@@ -789,24 +822,27 @@ CompareRecords(Problems *p, SealRow *s, const unsigned char *leaves)
 	if (log == NULL)
 		return;
 	OpenRecords(&rc, log, s->after, s->upto);
-	have = NextRecord(&rc, &id, leaf);
+	have = NextRecordAt(&rc, &id, leaf, &at);
 	while (have || li < s->count)
 	{
 		int64		lid = li < s->count ? GetInt64(leaves + li * LEAF_LEN) : PG_INT64_MAX;
 
+		if (have && s->not_before != 0 && at < s->not_before)
+			Problem(p, s->log, id, "record %lld of seal %lld is dated %s, before the seal that precedes it: it was written later with an earlier date",
+					(long long) id, (long long) s->id, timestamptz_to_str(at));
 		if (have && id == lid)
 		{
 			if (memcmp(leaf, leaves + li * LEAF_LEN + 8, HASH_LEN) != 0)
 				Problem(p, s->log, id, "record %lld was changed after seal %lld",
 						(long long) id, (long long) s->id);
 			li++;
-			have = NextRecord(&rc, &id, leaf);
+			have = NextRecordAt(&rc, &id, leaf, &at);
 		}
 		else if (have && id < lid)
 		{
 			Problem(p, s->log, id, "record %lld was inserted into the range of seal %lld",
 					(long long) id, (long long) s->id);
-			have = NextRecord(&rc, &id, leaf);
+			have = NextRecordAt(&rc, &id, leaf, &at);
 		}
 		else
 		{
@@ -822,9 +858,9 @@ CompareRecords(Problems *p, SealRow *s, const unsigned char *leaves)
 /* VerifySeal - every check of one seal */
 static void
 VerifySeal(Problems *p, SealRow *s, const char *expected_prev, int64 expected_after,
-		   List *keys, List *kids)
+		   List *keys, List *kids, bool *typed_seen)
 {
-	Jsonb	   *jb = CheckSealSignature(p, s, keys, kids);
+	Jsonb	   *jb = CheckSealSignature(p, s, keys, kids, typed_seen);
 	char		num[3][32];
 	Datum		arg = Int64GetDatum(s->id);
 	Oid			argtype = INT8OID;
@@ -875,6 +911,86 @@ VerifySeal(Problems *p, SealRow *s, const char *expected_prev, int64 expected_af
 		CompareRecords(p, s, (unsigned char *) VARDATA_ANY(lv));
 }
 
+/*
+ * CheckUncovered - the records of a log that no seal vouches for and that
+ * cannot be new: ids at or below 0 or below the first seal, ids in a range
+ * that prune_log() removed, ids the sequence never issued, and records
+ * after the last seal that are dated well before it.  The seals tile the
+ * ids from the first seal to the last (VerifySeal names a gap), so these
+ * are all the places a planted record can hide.
+ */
+static void
+CheckUncovered(Problems *p, const SealedLog *log, SealRow *seals, uint64 nseals)
+{
+	int64		first_after = PG_INT64_MAX;
+	int64		pruned_upto = 0;
+	int64		max_upto = 0;
+	TimestampTz newest = 0;
+	int64		below;
+	int64		issued;
+	bool		isnull;
+	Datum		values[2];
+	Oid			types[2] = {INT8OID, INT8OID};
+	Datum		arg;
+	Oid			argtype = TEXTOID;
+	Portal		portal;
+
+	for (uint64 i = 0; i < nseals; i++)
+	{
+		SealRow    *s = &seals[i];
+
+		if (strcmp(s->log, log->name) != 0)
+			continue;
+		if (strcmp(s->kind, "seal") == 0)
+		{
+			first_after = Min(first_after, s->after);
+			newest = s->sealed_at;
+		}
+		else
+			pruned_upto = Max(pruned_upto, s->upto);
+		max_upto = Max(max_upto, s->upto);
+	}
+	below = Max(pruned_upto, first_after == PG_INT64_MAX ? 0 : first_after);
+	arg = CStringGetTextDatum(psprintf("interop.%s_id_seq", log->name));
+	issued = QueryInt64("SELECT pg_catalog.pg_sequence_last_value($1::regclass)", 1, &argtype, &arg, &isnull);
+	if (isnull)
+		issued = 0;
+
+	values[0] = Int64GetDatum(below);
+	values[1] = Int64GetDatum(max_upto);
+	portal = SPI_cursor_open_with_args(NULL, psprintf("SELECT id, at FROM interop.%s WHERE id <= $1 OR id <= 0 OR id > $2 ORDER BY id",
+													  log->name),
+									   2, types, values, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+			TimestampTz at = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+
+			if (id <= 0 || (id > pruned_upto && first_after != PG_INT64_MAX && id <= first_after))
+				Problem(p, log->name, id, "record %lld is outside the range of every seal: it was inserted after them",
+						(long long) id);
+			else if (id <= pruned_upto)
+				Problem(p, log->name, id, "record %lld lies in a range that prune_log() removed: it was inserted after the prune",
+						(long long) id);
+			else if (id > max_upto && id > issued)
+				Problem(p, log->name, id, "record %lld has an id that interop.%s_id_seq never issued: it was inserted with a chosen id",
+						(long long) id, log->name);
+			else if (id > max_upto && newest != 0 && at < newest - RECORD_DATE_SLACK)
+				Problem(p, log->name, id, "record %lld is dated %s, before the newest seal of %s, yet no seal covers it",
+						(long long) id, timestamptz_to_str(at), log->name);
+			CHECK_FOR_INTERRUPTS();
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+}
+
 PG_FUNCTION_INFO_V1(interop_verify_log);
 /*
  * interop_verify_log - recompute every seal; one row per problem, in the
@@ -891,6 +1007,7 @@ interop_verify_log(PG_FUNCTION_ARGS)
 			   *kids;
 	char	   *prev = NULL;
 	int64		after[NUM_LOGS] = {0};
+	bool		typed_seen = false;
 
 	InitMaterializedSRF(fcinfo, 0);
 	p.store = rsinfo->setResult;
@@ -900,7 +1017,7 @@ interop_verify_log(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	keys = NodeKeys(&kids);
 
-	if (SPI_execute("SELECT id, log, kind, after_id, upto_id, record_count, root, prev, jws "
+	if (SPI_execute("SELECT id, log, kind, after_id, upto_id, record_count, root, prev, jws, sealed_at "
 					"FROM interop.log_seal ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.log_seal");
 	nseals = SPI_processed;
@@ -920,8 +1037,18 @@ interop_verify_log(PG_FUNCTION_ARGS)
 		seals[i].root = SPI_getvalue(t, d, 7);
 		seals[i].prev = SPI_getvalue(t, d, 8);
 		seals[i].jws = SPI_getvalue(t, d, 9);
+		seals[i].sealed_at = DatumGetTimestampTz(SPI_getbinval(t, d, 10, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
+
+	/* each seal's records are dated after the seal of the same log before it */
+	for (uint64 i = 0; i < nseals; i++)
+		for (int64 j = (int64) i - 1; j >= 0; j--)
+			if (strcmp(seals[j].kind, "seal") == 0 && strcmp(seals[j].log, seals[i].log) == 0)
+			{
+				seals[i].not_before = seals[j].sealed_at - RECORD_DATE_SLACK;
+				break;
+			}
 
 	/* records of seals that a later prune entry covers are gone on purpose */
 	for (uint64 i = 0; i < nseals; i++)
@@ -955,13 +1082,15 @@ interop_verify_log(PG_FUNCTION_ARGS)
 						pruned_from = seals[j].upto;
 				expected = pruned_from;
 			}
-			VerifySeal(&p, s, prev, expected, keys, kids);
+			VerifySeal(&p, s, prev, expected, keys, kids, &typed_seen);
 			if (strcmp(s->kind, "seal") == 0)
 				after[l] = s->upto;
 		}
 		Sha256(s->jws, strlen(s->jws), h);
 		prev = B64(h);
 	}
+	for (int l = 0; l < NUM_LOGS; l++)
+		CheckUncovered(&p, &sealed_logs[l], seals, nseals);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -1056,11 +1185,22 @@ interop_prune_log(PG_FUNCTION_ARGS)
 	TimestampTz before;
 	int64		n = 0;
 
+	RefuseOnStandby("interop.prune_log()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("before must not be null")));
 	before = PG_GETARG_TIMESTAMPTZ(0);
+	if (before > GetCurrentTransactionStartTimestamp() - (TimestampTz) interop_min_log_retention * USECS_PER_MINUTE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot prune the logs up to %s", timestamptz_to_str(before)),
+				 errdetail("interop.min_log_retention keeps every record for %d minutes: the cutoff can be %s at the latest.",
+						   interop_min_log_retention,
+						   timestamptz_to_str(GetCurrentTransactionStartTimestamp() -
+											  (TimestampTz) interop_min_log_retention * USECS_PER_MINUTE)),
+				 errhint("Pass an earlier cutoff; only a superuser can lower interop.min_log_retention.")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	(void) SealLogs();

@@ -1,4 +1,4 @@
--- seal.sql: seals over the logs, their verification, append-only and pruning (DESIGN §6)
+-- seal.sql: seals over the logs, their verification, append-only and pruning (docs/architecture.md, "Seals")
 --
 -- A seal covers the records of one log with ids in (after_id, upto_id]:
 -- it keeps each record's (id, SHA-256) in "leaves", and its JWS, signed by
@@ -20,6 +20,9 @@ SELECT pg_catalog.pg_extension_config_dump('interop.node_key', '');
 CREATE FUNCTION interop.record_node_key() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 BEGIN
+    IF interop.restoring() THEN
+        RETURN NULL;            -- interop.node_key comes from the dump, every key in it
+    END IF;
     INSERT INTO interop.node_key (public_key, member_id, alg)
     VALUES (NEW.public_key, NEW.member_id, NEW.alg) ON CONFLICT (public_key) DO NOTHING;
     RETURN NULL;
@@ -77,11 +80,12 @@ COMMENT ON FUNCTION interop.prune_log(timestamptz) IS
     'seals, then removes the records of whole seals older than before, with a signed prune entry; returns how many';
 
 REVOKE ALL ON interop.node_key, interop.log_seal FROM PUBLIC;
-GRANT SELECT ON interop.node_key, interop.log_seal TO interop_admin, interop_auditor;
+GRANT SELECT ON interop.node_key, interop.log_seal TO interop_admin, interop_auditor, interop_worker;
+GRANT INSERT ON interop.log_seal TO interop_worker;
 REVOKE ALL ON FUNCTION interop.record_node_key() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.seal_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.verify_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.prune_log(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION interop.seal_log() TO interop_admin, interop_auditor;
+GRANT EXECUTE ON FUNCTION interop.seal_log() TO interop_admin;   -- auditors verify; they do not seal
 GRANT EXECUTE ON FUNCTION interop.verify_log() TO interop_admin, interop_auditor;
 GRANT EXECUTE ON FUNCTION interop.prune_log(timestamptz) TO interop_admin;

@@ -15,6 +15,8 @@
  */
 #include "interop.h"
 
+#include <openssl/ssl.h>
+
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -47,6 +49,10 @@ typedef struct InteropStats
 {
 	slock_t		mutex;
 	uint64		dropped;
+	TimestampTz log_written_at; /* the last log write that succeeded */
+	TimestampTz log_failed_at;	/* ... and that failed */
+	char		log_failure[STAT_ERROR];
+	uint64		refused_handshakes[256];	/* by TLS alert description */
 	StatSlot	slots[STAT_SLOTS];
 } InteropStats;
 
@@ -71,6 +77,57 @@ InteropStatsShmemInit(void)
 		SpinLockInit(&stats->mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * NoteLogWrite - the outcome of a write to interop.message_log, for
+ * readiness (GET /v1/health).  Without shared memory a no-op.
+ */
+void
+NoteLogWrite(bool ok, const char *why)
+{
+	if (stats == NULL)
+		return;
+	SpinLockAcquire(&stats->mutex);
+	if (ok)
+		stats->log_written_at = GetCurrentTimestamp();
+	else
+	{
+		stats->log_failed_at = GetCurrentTimestamp();
+		strlcpy(stats->log_failure, why ? why : "", sizeof(stats->log_failure));
+	}
+	SpinLockRelease(&stats->mutex);
+}
+
+/* CountRefusedHandshake - the gateway refused a TLS handshake with alert */
+void
+CountRefusedHandshake(int alert)
+{
+	if (stats == NULL)
+		return;
+	SpinLockAcquire(&stats->mutex);
+	stats->refused_handshakes[alert & 0xff]++;
+	SpinLockRelease(&stats->mutex);
+}
+
+/*
+ * LogWriteFailing - did the last write to the log fail, within the last
+ * within_s seconds?  Then why holds the error.
+ */
+bool
+LogWriteFailing(int within_s, char *why, size_t whylen)
+{
+	bool		failing;
+
+	if (stats == NULL)
+		return false;
+	SpinLockAcquire(&stats->mutex);
+	failing = stats->log_failed_at > stats->log_written_at &&
+		GetCurrentTimestamp() - stats->log_failed_at < (int64) within_s * USECS_PER_SEC;
+	if (failing)
+		strlcpy(why, stats->log_failure, whylen);
+	SpinLockRelease(&stats->mutex);
+	return failing;
 }
 
 /*
@@ -269,6 +326,25 @@ MetricsText(const char *extra)
 					 "# HELP interop_stat_dropped_total Exchanges not counted because every counter slot was taken.\n"
 					 "# TYPE interop_stat_dropped_total counter\n"
 					 "interop_stat_dropped_total " UINT64_FORMAT "\n", dropped);
+	appendStringInfoString(&buf,
+						   "# HELP interop_tls_handshakes_refused_total TLS handshakes the gateway refused, by the alert it sent.\n"
+						   "# TYPE interop_tls_handshakes_refused_total counter\n");
+	if (stats != NULL)
+	{
+		uint64		refused[256];
+
+		SpinLockAcquire(&stats->mutex);
+		memcpy(refused, stats->refused_handshakes, sizeof(refused));
+		SpinLockRelease(&stats->mutex);
+		for (int a = 0; a < 256; a++)
+			if (refused[a] > 0)
+				appendStringInfo(&buf, "interop_tls_handshakes_refused_total{reason=\"%s\"} " UINT64_FORMAT "\n",
+								 SSL_alert_desc_string_long(a), refused[a]);
+	}
+	appendStringInfo(&buf,
+					 "# HELP interop_log_queue_records Records handed to the log writer and not yet taken.\n"
+					 "# TYPE interop_log_queue_records gauge\n"
+					 "interop_log_queue_records %d\n", LogQueueDepth());
 	if (extra)
 		appendStringInfoString(&buf, extra);
 	return buf.data;

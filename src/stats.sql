@@ -19,4 +19,10 @@ CREATE VIEW interop.stat_peer AS
 COMMENT ON VIEW interop.stat_peer IS 'calls this node made to peers since the server started, by peer and HTTP status (0: no answer)';
 
 REVOKE ALL ON interop.stat_gateway, interop.stat_peer FROM PUBLIC;
-GRANT SELECT ON interop.stat_gateway, interop.stat_peer TO interop_admin, interop_auditor;
+-- pg_monitor: a monitoring agent reads the counters, and nothing else of
+-- interop (what PUBLIC may run in the schema is the member_id and jws types'
+-- functions and normalize_base_url)
+GRANT USAGE ON SCHEMA interop TO pg_monitor;
+GRANT SELECT ON interop.stat_gateway, interop.stat_peer TO interop_admin, interop_auditor, pg_monitor;
+-- a view runs its functions with the reader's privileges
+GRANT EXECUTE ON FUNCTION interop.stat_counters(text) TO interop_admin, interop_auditor, pg_monitor;

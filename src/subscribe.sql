@@ -1,5 +1,5 @@
 -- subscribe.sql: change capture on the provider, subscriptions on the consumer
--- (DESIGN §3, §4, §5 POST /v1/changes).  See src/changes.c and
+-- (docs/protocol.md, POST /v1/changes).  See src/changes.c and
 -- docs/architecture.md, "Subscriptions".
 --
 -- Provider.  A service published with track_changes => true has three
@@ -28,7 +28,7 @@ COMMENT ON TABLE interop.change_log IS 'keys changed in tables published with tr
 CREATE INDEX change_log_range ON interop.change_log (source, tx, id);
 CREATE INDEX change_log_at ON interop.change_log (at);
 REVOKE ALL ON interop.change_log FROM PUBLIC;
-GRANT SELECT ON interop.change_log TO interop_admin, interop_auditor;
+GRANT SELECT ON interop.change_log TO interop_admin, interop_auditor, interop_worker;
 
 -- below which transaction id the change log of a table was pruned
 CREATE TABLE interop.change_pruned (
@@ -39,13 +39,56 @@ CREATE TABLE interop.change_pruned (
 COMMENT ON TABLE interop.change_pruned IS 'per tracked table: cursors older than "below" are expired (410 cursor_expired)';
 REVOKE ALL ON interop.change_pruned FROM PUBLIC;
 GRANT SELECT ON interop.change_pruned TO interop_admin, interop_auditor;
+GRANT SELECT, INSERT ON interop.change_pruned TO interop_worker;   -- a restored provider starts its change log
 
--- the capture trigger: TG_ARGV holds the primary key's column names
+-- the type a domain (or a domain over a domain) is based on
+CREATE FUNCTION interop.base_type(t oid) RETURNS oid
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, interop AS $$
+    WITH RECURSIVE d(t, base) AS (
+        SELECT oid, typbasetype FROM pg_type WHERE oid = base_type.t
+        UNION ALL
+        SELECT p.oid, p.typbasetype FROM pg_type p JOIN d ON p.oid = d.base
+    )
+    SELECT d.t FROM d WHERE d.base = 0
+$$;
+REVOKE ALL ON FUNCTION interop.base_type(oid) FROM PUBLIC;
+
+-- KeyJson: the SQL that makes one key column a JSON object member, without
+-- running code that a non-superuser defined.  A built-in type (or a domain
+-- over one) goes through jsonb's own conversion, which for built-in types
+-- looks up no cast.  Any other type (an enum, a composite, a type of an
+-- extension) is taken as the text of its output function: format('%s')
+-- calls the output function directly, never a cast, and output functions
+-- are built in or written in C by a superuser.  capture_changes() pins the
+-- settings that output functions read, so the text is the same whatever
+-- the writing session set.
+CREATE FUNCTION interop.key_json(rel oid, col text) RETURNS text
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, interop AS $$
+    SELECT CASE WHEN interop.base_type(a.atttypid) < 16384    -- FirstNormalObjectId: built in
+                THEN format('%L, %I', col, col)
+                ELSE format('%L, pg_catalog.format(''%%s'', %I)', col, col) END
+    FROM pg_attribute a
+    WHERE a.attrelid = key_json.rel AND a.attname = key_json.col AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+REVOKE ALL ON FUNCTION interop.key_json(oid, text) FROM PUBLIC;
+
+-- the capture trigger: TG_ARGV holds the primary key's column names.  It is
+-- a definer (writers of the table need no privilege on the change log), so
+-- it reads the key columns only through interop.key_json().
 CREATE FUNCTION interop.capture_changes() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, interop SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET TimeZone = 'UTC' SET extra_float_digits = 3 SET bytea_output = 'hex' AS $$
 DECLARE
-    k text := (SELECT string_agg(format('%L, %I', c, c), ', ') FROM unnest(TG_ARGV) c);
+    k text := (SELECT string_agg(interop.key_json(TG_RELID, c), ', ' ORDER BY o)
+               FROM unnest(TG_ARGV) WITH ORDINALITY AS u(c, o));
 BEGIN
+    IF k IS NULL OR cardinality(TG_ARGV) <> (SELECT count(*) FROM unnest(TG_ARGV) c
+                                             WHERE interop.key_json(TG_RELID, c) IS NOT NULL) THEN
+        RAISE EXCEPTION 'the capture trigger of "%" names a column the table does not have', TG_RELID::regclass
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Publish the service again: interop.publish() sets up the capture triggers anew.';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         EXECUTE format('INSERT INTO interop.change_log (source, key) '
                        'SELECT $1, jsonb_build_object(%s) FROM interop_new', k) USING TG_RELID;
@@ -94,6 +137,10 @@ DECLARE
     pk text[];
     args text;
 BEGIN
+    -- a restore brings the capture triggers back with the table itself
+    IF interop.restoring() THEN
+        RETURN NULL;
+    END IF;
     FOREACH rel IN ARRAY ARRAY[CASE WHEN TG_OP <> 'INSERT' THEN OLD.source END,
                                CASE WHEN TG_OP <> 'DELETE' THEN NEW.source END] LOOP
         CONTINUE WHEN rel IS NULL OR to_regclass(rel::text) IS NULL;
@@ -141,6 +188,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.prune_changes()');
     WITH gone AS (
         DELETE FROM interop.change_log WHERE at < now() - older_than RETURNING source, tx
     ), horizon AS (
@@ -158,7 +206,7 @@ $$;
 COMMENT ON FUNCTION interop.prune_changes(interval) IS
     'deletes change log entries older than the interval; subscribers behind them start a new copy';
 REVOKE ALL ON FUNCTION interop.prune_changes(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION interop.prune_changes(interval) TO interop_admin;
+GRANT EXECUTE ON FUNCTION interop.prune_changes(interval) TO interop_admin, interop_worker;
 
 -- ---- the consumer ----
 
@@ -190,6 +238,7 @@ SELECT pg_catalog.pg_extension_config_dump('interop.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('interop.subscription_id_seq', '');
 REVOKE ALL ON interop.subscription FROM PUBLIC;
 GRANT SELECT ON interop.subscription TO interop_admin, interop_auditor;
+GRANT SELECT, UPDATE ON interop.subscription TO interop_worker;
 
 CREATE FUNCTION interop.subscribe(provider interop.member_id, service text, target regclass,
                                   purpose text DEFAULT NULL, every interval DEFAULT '1 min') RETURNS bigint
@@ -199,6 +248,7 @@ DECLARE
     priv text;
     new_id bigint;
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.subscribe()');
     IF provider IS NULL OR service IS NULL OR target IS NULL OR every IS NULL THEN
         RAISE EXCEPTION 'provider, service, target and every must not be null'
             USING ERRCODE = 'null_value_not_allowed';
@@ -244,6 +294,7 @@ COMMENT ON FUNCTION interop.subscribe(interop.member_id, text, regclass, text, i
 CREATE FUNCTION interop.unsubscribe(provider interop.member_id, service text) RETURNS bool
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, interop AS $$
 BEGIN
+    PERFORM interop.refuse_on_standby('interop.unsubscribe()');
     DELETE FROM interop.subscription s
     WHERE s.provider = unsubscribe.provider AND s.service = unsubscribe.service
       AND (s.owner = interop.calling_role() OR pg_has_role(interop.calling_role(), 'interop_admin', 'MEMBER'));
@@ -351,7 +402,8 @@ SELECT s.id, s.provider, s.service, s.target, s.owner, s.phase,
 FROM interop.subscription s
 WHERE s.owner = current_user
    OR pg_catalog.pg_has_role(current_user, 'interop_admin', 'MEMBER')
-   OR pg_catalog.pg_has_role(current_user, 'interop_auditor', 'MEMBER');
+   OR pg_catalog.pg_has_role(current_user, 'interop_auditor', 'MEMBER')
+   OR pg_catalog.pg_has_role(current_user, 'pg_monitor', 'MEMBER');
 COMMENT ON VIEW interop.stat_subscription IS
     'progress of each subscription: phase, rows copied, changes applied, lag, last error';
-GRANT SELECT ON interop.stat_subscription TO interop_admin, interop_user, interop_auditor;
+GRANT SELECT ON interop.stat_subscription TO interop_admin, interop_user, interop_auditor, pg_monitor;

@@ -5,7 +5,7 @@
  *	  interop.database.  It seals the logs every interop.seal_interval,
  *	  prunes the change log of tracked tables every interop.sync_interval,
  *	  and runs the transfers of src/async.c: asynchronous queries, peer
- *	  catalogs, CRLs and subscriptions (DESIGN §3).
+ *	  catalogs, CRLs and subscriptions (docs/architecture.md).
  *
  * It sleeps on its latch between rounds (no busy loop), reloads the
  * configuration on SIGHUP, exits on SIGTERM (even while a seal waits for a
@@ -33,7 +33,16 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+/*
+ * The sync worker serves every subscription, delivery and seal of the node
+ * alone: it never waits long for a lock that a session holds (an auditor's
+ * open transaction, a DBA's LOCK TABLE).  A round that would is skipped,
+ * logged and tried again.
+ */
+#define SYNC_LOCK_TIMEOUT 5000
+
 int			interop_seal_interval = 60000;
+int			interop_sync_interval = 300000;
 int			interop_change_retention = 7 * 24 * 60;	/* minutes */
 
 /* RegisterSyncWorker - the sync worker, when the library is preloaded */
@@ -83,10 +92,21 @@ RunRound(void (*body) (void), const char *activity)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+			ereport(LOG,
+					(errmsg("interop sync: %s skipped: %s", activity, edata->message),
+					 errdetail("The sync worker waits at most %d ms for a lock a session holds, then goes on with its other work.",
+							   SYNC_LOCK_TIMEOUT),
+					 errhint("See pg_locks for the session; the next round tries again.")));
+		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -100,7 +120,7 @@ AsyncRound(long *timeout, bool woken)
 
 	PG_TRY();
 	{
-		AsyncWorkerRound(timeout, woken);
+		TransferRound(timeout, woken);
 	}
 	PG_CATCH();
 	{
@@ -108,7 +128,7 @@ AsyncRound(long *timeout, bool woken)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		AsyncWorkerReset();
+		TransferReset();
 		*timeout = 1000;
 	}
 	PG_END_TRY();
@@ -133,12 +153,10 @@ SyncMain(Datum arg)
 	int			rc;
 
 	/* SIGTERM: exit at the next CHECK_FOR_INTERRUPTS, a seal in progress rolled back */
-	pqsignal(SIGTERM, die);
+	WorkerSetSigterm(die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(interop_database, NULL, 0);
-	SetConfigOption("search_path", "pg_catalog, interop", PGC_SUSET, PGC_S_OVERRIDE);
-	pgstat_report_appname("interop sync");
+	WorkerConnect(InvalidOid, "interop sync");
+	SetConfigOption("lock_timeout", CppAsString2(SYNC_LOCK_TIMEOUT), PGC_SUSET, PGC_S_OVERRIDE);
 	before_shmem_exit(SyncDetach, (Datum) 0);
 	SetSyncLatch(MyLatch);
 
@@ -158,9 +176,7 @@ SyncMain(Datum arg)
 		/* installed, or dropped: looked at every 5 s, not at every round */
 		if (!installed || now - installed_checked >= 5 * USECS_PER_SEC)
 		{
-			StartTransactionCommand();
-			installed = OidIsValid(get_extension_oid("interop", true));
-			CommitTransactionCommand();
+			installed = ExtensionInstalled();
 			installed_checked = now;
 		}
 
@@ -168,15 +184,15 @@ SyncMain(Datum arg)
 			timeout = 5000L;	/* CREATE EXTENSION has no hook: look again */
 		else if (interop_seal_interval > 0)
 		{
-			TimestampTz now = GetCurrentTimestamp();
+			TimestampTz seal_now = GetCurrentTimestamp();
 
-			if (now >= next_seal)
+			if (seal_now >= next_seal)
 			{
 				RunRound(Seal, "sealing the logs");
-				now = GetCurrentTimestamp();
-				next_seal = TimestampTzPlusMilliseconds(now, interop_seal_interval);
+				seal_now = GetCurrentTimestamp();
+				next_seal = TimestampTzPlusMilliseconds(seal_now, interop_seal_interval);
 			}
-			timeout = Max(1L, (long) ((next_seal - now) / 1000));
+			timeout = Max(1L, (long) ((next_seal - seal_now) / 1000));
 		}
 		if (installed && GetCurrentTimestamp() >= next_prune)
 		{

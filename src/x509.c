@@ -24,10 +24,17 @@
  * after their creation frees them.  Objects kept in the caches live in
  * TopMemoryContext-owned structures and are freed on invalidation.
  *
- * Revocation: a certificate is checked against the CRL of its issuer when one
- * is installed.  A chain whose issuer has no CRL here is accepted (DBAs
- * install CRLs as their CAs publish them; the sync worker will fetch them
- * from distribution points).  A CRL past its nextUpdate is still applied.
+ * Revocation: a certificate is checked against the CRL of its issuer.  When
+ * the node has no current CRL of that issuer, interop.revocation_check
+ * decides: "require" (the default) refuses a certificate that names a CRL
+ * distribution point (its CA publishes CRLs, so not having one is not
+ * knowing), with IX012 revocation_unknown, and accepts one that names
+ * none; "best_effort" accepts both.  A CRL past its nextUpdate counts as
+ * none.  The CRLs come from add_crl() and from the distribution points
+ * the sync worker fetches: those of the anchors and the node's chain, and
+ * those named by every chain a worker has seen (SeenChain() below), whose
+ * intermediate CAs are kept in interop.ca_certificate so that their CRLs
+ * can be checked.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,124 +55,6 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
-/*
- * OpenSSLErrorText - the reasons OpenSSL queued for this thread, joined, and
- * the queue cleared; NULL when the queue was empty.
- */
-char *
-OpenSSLErrorText(void)
-{
-	StringInfoData buf;
-	unsigned long e;
-
-	initStringInfo(&buf);
-	while ((e = ERR_get_error()) != 0)
-	{
-		char		one[256];
-
-		ERR_error_string_n(e, one, sizeof(one));
-		if (buf.len > 0)
-			appendStringInfoString(&buf, "; ");
-		appendStringInfoString(&buf, one);
-	}
-	if (buf.len == 0)
-		return NULL;
-	return buf.data;
-}
-
-/* OpenSSLError - raise an ERROR carrying OpenSSL's reasons in errdetail */
-void
-OpenSSLError(int sqlstate, const char *msg, const char *hint)
-{
-	char	   *reason = OpenSSLErrorText();
-
-	ereport(ERROR,
-			(errcode(sqlstate),
-			 errmsg("%s", msg),
-			 reason ? errdetail("OpenSSL: %s.", reason) : 0,
-			 hint ? errhint("%s", hint) : 0));
-	pg_unreachable();
-}
-
-/*
- * Ownership of OpenSSL objects by memory contexts.  The object is freed when
- * the context that was current at registration is reset or deleted, which
- * includes error cleanup.
- */
-static void
-FreeEVPKeyCallback(void *arg)
-{
-	EVP_PKEY_free((EVP_PKEY *) arg);
-}
-
-static void
-FreeX509Callback(void *arg)
-{
-	X509_free((X509 *) arg);
-}
-
-static void
-FreeX509StackCallback(void *arg)
-{
-	sk_X509_pop_free((STACK_OF(X509) *) arg, X509_free);
-}
-
-static void
-OwnWith(void *ptr, MemoryContextCallbackFunction fn)
-{
-	MemoryContextCallback *cb;
-
-	if (ptr == NULL)
-		return;
-	cb = MemoryContextAlloc(CurrentMemoryContext, sizeof(MemoryContextCallback));
-	cb->func = fn;
-	cb->arg = ptr;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
-}
-
-/* OwnEVPKey - free pkey with the current memory context */
-void
-OwnEVPKey(EVP_PKEY *pkey)
-{
-	OwnWith(pkey, FreeEVPKeyCallback);
-}
-
-/* OwnX509 - free cert with the current memory context */
-void
-OwnX509(X509 *cert)
-{
-	OwnWith(cert, FreeX509Callback);
-}
-
-/* OwnX509Stack - free certs and the stack with the current memory context */
-void
-OwnX509Stack(STACK_OF(X509) *certs)
-{
-	OwnWith(certs, FreeX509StackCallback);
-}
-
-/* NewMemBio - an empty memory BIO, or an ERROR */
-BIO *
-NewMemBio(void)
-{
-	BIO		   *bio = BIO_new(BIO_s_mem());
-
-	if (bio == NULL)
-		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "out of memory", NULL);
-	return bio;
-}
-
-/* MemBioText - what was written to a memory BIO, palloc'd; frees the BIO */
-char *
-MemBioText(BIO *bio)
-{
-	char	   *data;
-	long		len = BIO_get_mem_data(bio, &data);
-	char	   *result = pnstrdup(data, len);
-
-	BIO_free(bio);
-	return result;
-}
 
 /*
  * ParseCertificatesPEM - every certificate of a PEM bundle, in order; owned
@@ -267,6 +156,237 @@ CertificateMemberId(X509 *cert)
 	return canonical;
 }
 
+static char *CertificateFingerprint(X509 *cert);
+
+/* ---- certificates seen ---- */
+
+/*
+ * Chains that a TLS handshake refused for an unknown revocation status.
+ * The verify callback cannot check them further (OpenSSL checks
+ * revocation before signatures), so they wait here until the worker's
+ * next transaction: NoteRefusedChains() verifies their signatures, and
+ * only then are their distribution points fetched.
+ */
+static STACK_OF(X509) *refused_chains[8];
+static int	refused_chains_n = 0;
+
+
+
+int			interop_revocation_check = REVOCATION_REQUIRE;
+
+/*
+ * The intermediate CAs and CRL distribution points of chains that this
+ * process verified, not yet recorded.  Only background workers keep them:
+ * they are the processes that see every peer (the gateway its consumers,
+ * the sync worker every provider, through their catalogs), and they record
+ * them in a transaction of theirs (RecordSeenCertificates).
+ */
+static List *seen_cas = NIL;	/* PEM, TopMemoryContext */
+static List *seen_cdps = NIL;	/* URLs, TopMemoryContext */
+static HTAB *seen_chains = NULL;	/* digests of chains already noted */
+static bool recording_seen = false; /* RecordSeenCertificates() under way */
+
+/*
+ * CertificateCdps - the http:// CRL distribution points named by cert,
+ * appended to urls (each URL once), in the current memory context
+ */
+static List *
+CertificateCdps(X509 *cert, List *urls)
+{
+	STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(cert, NID_crl_distribution_points, NULL, NULL);
+
+	for (int j = 0; j < sk_DIST_POINT_num(dps); j++)
+	{
+		DIST_POINT *dp = sk_DIST_POINT_value(dps, j);
+		GENERAL_NAMES *names = dp->distpoint && dp->distpoint->type == 0 ? dp->distpoint->name.fullname : NULL;
+
+		for (int k = 0; k < sk_GENERAL_NAME_num(names); k++)
+		{
+			GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, k);
+			const char *uri;
+			int			len;
+			bool		seen = false;
+			ListCell   *lc;
+
+			if (gn->type != GEN_URI)
+				continue;
+			uri = (const char *) ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
+			len = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
+			if (len <= 7 || len >= 2048 || (int) strlen(uri) != len || pg_strncasecmp(uri, "http://", 7) != 0)
+				continue;
+			foreach(lc, urls)
+				seen |= strcmp(lfirst(lc), uri) == 0;
+			if (!seen)
+				urls = lappend(urls, pstrdup(uri));
+		}
+	}
+	sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+	return urls;
+}
+
+/*
+ * SeenChain - note the intermediate CAs and distribution points of a chain
+ * (leaf first, up to its anchor) whose signatures verified.  Once per
+ * chain and process.
+ */
+static void
+SeenChain(STACK_OF(X509) *chain)
+{
+	unsigned char digest[32];
+	unsigned int dlen;
+	EVP_MD_CTX *md;
+	bool		found;
+	MemoryContext old;
+
+	if (!InBackgroundWorker() || sk_X509_num(chain) == 0)
+		return;
+	md = EVP_MD_CTX_new();
+	if (md == NULL || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+	{
+		EVP_MD_CTX_free(md);
+		return;
+	}
+	for (int i = 0; i < sk_X509_num(chain); i++)
+	{
+		unsigned char d[EVP_MAX_MD_SIZE];
+		unsigned int n;
+
+		if (X509_digest(sk_X509_value(chain, i), EVP_sha256(), d, &n))
+			EVP_DigestUpdate(md, d, n);
+	}
+	EVP_DigestFinal_ex(md, digest, &dlen);
+	EVP_MD_CTX_free(md);
+	if (seen_chains == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = 32;
+		ctl.entrysize = 32;
+		seen_chains = hash_create("interop chains seen", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	if (hash_get_num_entries(seen_chains) > 10000)
+	{
+		hash_destroy(seen_chains);
+		seen_chains = NULL;
+		return;
+	}
+	hash_search(seen_chains, digest, HASH_ENTER, &found);
+	if (found)
+		return;
+	/* the lists outlive the transaction (if any) this runs in */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	for (int i = 0; i < sk_X509_num(chain); i++)
+	{
+		X509	   *c = sk_X509_value(chain, i);
+
+		seen_cdps = CertificateCdps(c, seen_cdps);
+		/* the CAs between the leaf and the anchor */
+		if (i > 0 && i < sk_X509_num(chain) - 1)
+			seen_cas = lappend(seen_cas, CertificatePEM(c));
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * NoteRefusedChains - the chains TLS refused for an unknown revocation
+ * status: those whose signatures verify up to an anchor are noted.
+ */
+static void
+NoteRefusedChains(void)
+{
+	while (refused_chains_n > 0)
+	{
+		STACK_OF(X509) *chain = refused_chains[--refused_chains_n];
+		X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+		STACK_OF(X509) *untrusted = sk_X509_new_null();
+
+		for (int i = 1; i < sk_X509_num(chain); i++)
+			sk_X509_push(untrusted, sk_X509_value(chain, i));
+		if (ctx != NULL && untrusted != NULL && sk_X509_num(chain) > 0 &&
+			X509_STORE_CTX_init(ctx, LoadTrustStore(), sk_X509_value(chain, 0), untrusted))
+		{
+			X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(ctx),
+										  X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+			if (X509_verify_cert(ctx) == 1)
+				SeenChain(X509_STORE_CTX_get0_chain(ctx));
+		}
+		X509_STORE_CTX_free(ctx);
+		sk_X509_free(untrusted);
+		sk_X509_pop_free(chain, X509_free);
+		ERR_clear_error();
+	}
+}
+
+/* RecordCaCertificate - keep a CA in interop.ca_certificate; connected to SPI */
+static void
+RecordCaCertificate(X509 *c)
+{
+	Datum		values[3];
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+	values[0] = CStringGetTextDatum(CertificateFingerprint(c));
+	values[1] = CStringGetTextDatum(CertificateSubject(c));
+	values[2] = CStringGetTextDatum(CertificatePEM(c));
+	if (SPI_execute_with_args("INSERT INTO interop.ca_certificate (fingerprint, subject, certificate) "
+							  "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write interop.ca_certificate");
+}
+
+/*
+ * RecordCrlSource - a distribution point for the sync worker to fetch;
+ * whether it is new.  Connected to SPI.
+ */
+bool
+RecordCrlSource(const char *url)
+{
+	Datum		u = CStringGetTextDatum(url);
+	Oid			ut = TEXTOID;
+
+	if (SPI_execute_with_args("INSERT INTO interop.crl_source (url) VALUES ($1) ON CONFLICT DO NOTHING",
+							  1, &ut, &u, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write interop.crl_source");
+	return SPI_processed > 0;
+}
+
+/*
+ * RecordSeenCertificates - write what SeenChain() noted into
+ * interop.ca_certificate and interop.crl_source; in a worker transaction,
+ * connected to SPI.  Returns how many distribution points were new (the
+ * sync worker then fetches them).
+ */
+int
+RecordSeenCertificates(void)
+{
+	ListCell   *lc;
+	int			added = 0;
+	List	   *cas;
+	List	   *cdps;
+
+	/*
+	 * The last write failed (its transaction aborted, say on a full disk):
+	 * what it held is gone, so every chain is noted again when next seen.
+	 */
+	if (recording_seen && seen_chains != NULL)
+	{
+		hash_destroy(seen_chains);
+		seen_chains = NULL;
+	}
+	NoteRefusedChains();
+	cas = seen_cas;
+	cdps = seen_cdps;
+	seen_cas = seen_cdps = NIL;
+	recording_seen = true;
+	foreach(lc, cas)
+		RecordCaCertificate(sk_X509_value(ParseCertificatesPEM(lfirst(lc), "certificate authority"), 0));
+	foreach(lc, cdps)
+		added += RecordCrlSource(lfirst(lc)) ? 1 : 0;
+	recording_seen = false;
+	list_free_deep(cas);
+	list_free_deep(cdps);
+	return added;
+}
+
 /* ---- trust store ---- */
 
 static X509_STORE *trust_store = NULL;
@@ -287,26 +407,39 @@ typedef struct ChainCacheEntry
 
 static HTAB *chain_cache = NULL;
 
-/* InvalidateTrustCache - drop the trust store and every cached chain */
+/* FreeTrustStore - drop the cache's reference to a store (RetireAtTransactionEnd) */
+static void
+FreeTrustStore(void *arg)
+{
+	X509_STORE_free(arg);
+}
+
+/* FreeChainCache - free a dropped chain cache and its keys */
+static void
+FreeChainCache(void *arg)
+{
+	HTAB	   *cache = arg;
+	HASH_SEQ_STATUS status;
+	ChainCacheEntry *entry;
+
+	hash_seq_init(&status, cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		EVP_PKEY_free(entry->pkey);
+	hash_destroy(cache);
+}
+
+/*
+ * InvalidateTrustCache - drop the trust store and every cached chain.  They
+ * are freed when the transaction ends (a caller may still hold the store or
+ * a signer key); anything that keeps the store longer takes a reference.
+ */
 void
 InvalidateTrustCache(void)
 {
-	if (trust_store != NULL)
-	{
-		X509_STORE_free(trust_store);
-		trust_store = NULL;
-	}
-	if (chain_cache != NULL)
-	{
-		HASH_SEQ_STATUS status;
-		ChainCacheEntry *entry;
-
-		hash_seq_init(&status, chain_cache);
-		while ((entry = hash_seq_search(&status)) != NULL)
-			EVP_PKEY_free(entry->pkey);
-		hash_destroy(chain_cache);
-		chain_cache = NULL;
-	}
+	RetireAtTransactionEnd(FreeTrustStore, trust_store);
+	trust_store = NULL;
+	RetireAtTransactionEnd(FreeChainCache, chain_cache);
+	chain_cache = NULL;
 }
 
 /* TrustRelationsChanged - is relid one of the tables the trust store reads? */
@@ -316,9 +449,26 @@ TrustRelationsChanged(Oid relid)
 	return relid == InvalidOid || relid == trust_anchor_relid || relid == crl_relid;
 }
 
+/* set while VerifyChainKnownRevocation() runs */
+static bool revocation_unknown_ok = false;
+
+/* NamesCdp - does a certificate name a CRL distribution point? */
+static bool
+NamesCdp(X509 *cert)
+{
+	STACK_OF(DIST_POINT) *dps = cert ? X509_get_ext_d2i(cert, NID_crl_distribution_points, NULL, NULL) : NULL;
+	bool		names = sk_DIST_POINT_num(dps) > 0;
+
+	sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+	return names;
+}
+
 /*
- * TrustVerifyCallback - accept a chain whose issuer has no CRL installed
- * here.  The TLS code chains its own checks after it.
+ * TrustVerifyCallback - interop.revocation_check for a certificate whose
+ * issuer has no current CRL here: accepted when it names no distribution
+ * point or the policy is best_effort; otherwise the verification fails
+ * with X509_V_ERR_UNABLE_TO_GET_CRL, which VerifyChainWindow reports as
+ * IX012.  The TLS code chains its own checks after it.
  */
 int
 TrustVerifyCallback(int ok, X509_STORE_CTX *ctx)
@@ -329,8 +479,22 @@ TrustVerifyCallback(int ok, X509_STORE_CTX *ctx)
 
 		if (err == X509_V_ERR_UNABLE_TO_GET_CRL || err == X509_V_ERR_CRL_HAS_EXPIRED)
 		{
-			X509_STORE_CTX_set_error(ctx, X509_V_OK);
-			return 1;
+			if (interop_revocation_check == REVOCATION_BEST_EFFORT || revocation_unknown_ok ||
+				!NamesCdp(X509_STORE_CTX_get_current_cert(ctx)))
+			{
+				X509_STORE_CTX_set_error(ctx, X509_V_OK);
+				return 1;
+			}
+			/* checked and noted later, outside OpenSSL (NoteRefusedChains) */
+			if (InBackgroundWorker() && refused_chains_n < lengthof(refused_chains))
+			{
+				STACK_OF(X509) *chain = X509_STORE_CTX_get1_chain(ctx);
+
+				if (chain != NULL)
+					refused_chains[refused_chains_n++] = chain;
+			}
+			X509_STORE_CTX_set_error(ctx, X509_V_ERR_UNABLE_TO_GET_CRL);
+			return 0;
 		}
 	}
 	return ok;
@@ -338,8 +502,10 @@ TrustVerifyCallback(int ok, X509_STORE_CTX *ctx)
 
 /*
  * LoadTrustStore - build the X509_STORE from interop.trust_anchor and
- * interop.crl.  The TLS code of the gateway and the client verifies peers
- * against the same store (taking a reference of its own).
+ * interop.crl.  The pointer is the cache's: valid until the end of the
+ * transaction.  The TLS code of the gateway and the client verifies peers
+ * against the same store, and takes a reference of its own
+ * (X509_STORE_up_ref, or OpenSSL's set1 functions) to keep it longer.
  */
 X509_STORE *
 LoadTrustStore(void)
@@ -482,6 +648,7 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 	{
 		STACK_OF(X509) *verified = X509_STORE_CTX_get0_chain(ctx);
 
+		SeenChain(verified);
 		*not_before = 0;
 		*not_after = (time_t) INT64CONST(0x7fffffffffff);
 		for (int i = 0; i < sk_X509_num(verified); i++)
@@ -497,6 +664,26 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 		}
 	}
 	X509_STORE_CTX_free(ctx);
+
+	/*
+	 * Revocation unknown: note the chain's distribution points so that the
+	 * sync worker fetches them, but only once its signatures are known good
+	 * (a URL from a forged certificate is not fetched).
+	 */
+	if (ok != 1 && err == X509_V_ERR_UNABLE_TO_GET_CRL)
+	{
+		X509_STORE_CTX *again = X509_STORE_CTX_new();
+
+		if (again != NULL && X509_STORE_CTX_init(again, store, leaf, untrusted))
+		{
+			X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(again),
+										  X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+			if (X509_verify_cert(again) == 1)
+				SeenChain(X509_STORE_CTX_get0_chain(again));
+		}
+		X509_STORE_CTX_free(again);
+		ERR_clear_error();
+	}
 	sk_X509_free(untrusted);
 
 	if (ok != 1)
@@ -524,6 +711,35 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 						 errdetail("Certificate \"%s\" (chain depth %d) is valid from %s.",
 								   subject, depth, Asn1TimeText(X509_get0_notBefore(bad ? bad : leaf))),
 						 errhint("Check the clocks of both nodes.")));
+				break;
+			case X509_V_ERR_UNABLE_TO_GET_CRL:
+				{
+					STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(bad ? bad : leaf, NID_crl_distribution_points, NULL, NULL);
+					char	   *issuer = X509_NAME_oneline(X509_get_issuer_name(bad ? bad : leaf), NULL, 0);
+					char	   *where = pstrdup("");
+
+					for (int j = 0; j < sk_DIST_POINT_num(dps) && where[0] == '\0'; j++)
+					{
+						DIST_POINT *dp = sk_DIST_POINT_value(dps, j);
+						GENERAL_NAMES *names = dp->distpoint && dp->distpoint->type == 0 ? dp->distpoint->name.fullname : NULL;
+
+						for (int k = 0; k < sk_GENERAL_NAME_num(names); k++)
+							if (sk_GENERAL_NAME_value(names, k)->type == GEN_URI)
+							{
+								where = pstrdup((const char *) ASN1_STRING_get0_data(sk_GENERAL_NAME_value(names, k)->d.uniformResourceIdentifier));
+								break;
+							}
+					}
+					sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+					ereport(ERROR,
+							(errcode(ERRCODE_INTEROP_REVOCATION_UNKNOWN),
+							 errmsg("revocation status of certificate \"%s\" is unknown", subject),
+							 errdetail("This node has no current revocation list of its issuer \"%s\" (chain depth %d), which publishes one%s%s.",
+									   issuer ? issuer : "(unknown)", depth, where[0] ? " at " : "", where),
+							 errhint("The sync worker fetches revocation lists from the distribution points it sees, every interop.sync_interval; "
+									 "install one now with interop.add_crl(), or accept unknown status with interop.revocation_check = best_effort.")));
+					OPENSSL_free(issuer);
+				}
 				break;
 			case X509_V_ERR_CERT_REVOKED:
 				ereport(ERROR,
@@ -554,6 +770,30 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 					 "certificate has no usable public key", NULL);
 	OwnEVPKey(pkey);
 	return pkey;
+}
+
+/*
+ * VerifyChainKnownRevocation - VerifyChain where an unknown revocation
+ * status is no reason to refuse: for the node's own chain when it is
+ * installed, and for a CA whose CRL is being installed.  Before either,
+ * the node cannot have fetched the CRLs that those chains name.
+ */
+void
+VerifyChainKnownRevocation(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
+{
+	time_t		nb,
+				na;
+
+	revocation_unknown_ok = true;
+	PG_TRY();
+	{
+		(void) VerifyChainWindow(chain, not_before ? not_before : &nb, not_after ? not_after : &na);
+	}
+	PG_FINALLY();
+	{
+		revocation_unknown_ok = false;
+	}
+	PG_END_TRY();
 }
 
 /* VerifyChain - VerifyChainWindow for callers that do not cache */
@@ -752,6 +992,8 @@ interop_add_trust_anchor(PG_FUNCTION_ARGS)
 	int			added = 0;
 	int			ret;
 
+	RefuseOnStandby("interop.add_trust_anchor()");
+
 	for (int i = 0; i < sk_X509_num(certs); i++)
 	{
 		X509	   *cert = sk_X509_value(certs, i);
@@ -794,33 +1036,46 @@ interop_add_trust_anchor(PG_FUNCTION_ARGS)
 }
 
 /*
- * CrlIssuerInNodeChain - an intermediate CA of the node's own certificate
- * chain that signed the CRL, if that CA still chains to a trust anchor
- * (intermediates are usually not anchors, and their CRLs are the ones that
- * change); NULL otherwise.
+ * CrlIssuerKnown - a CA that signed the CRL and chains to a trust anchor,
+ * among the intermediates this node knows: those of its own chain and
+ * those of the chains its workers have verified (interop.ca_certificate).
+ * Intermediates are usually not anchors, and their CRLs are the ones that
+ * change.  NULL when none.
  */
 static X509 *
-CrlIssuerInNodeChain(X509_CRL *crl)
+CrlIssuerKnown(X509_CRL *crl)
 {
 	int			ret;
-	STACK_OF(X509) *chain;
+	STACK_OF(X509) *known = sk_X509_new_null();
 	MemoryContext outer = CurrentMemoryContext;
-	char	   *pem;
+	List	   *pems = NIL;
+	ListCell   *lc;
 
+	if (known == NULL)
+		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "out of memory", NULL);
+	OwnX509Stack(known);
 	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
-	ret = SPI_execute("SELECT certificate_chain FROM interop.node WHERE certificate_chain IS NOT NULL", true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed == 0)
-	{
-		SPI_finish();
-		return NULL;
-	}
-	pem = MemoryContextStrdup(outer, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	ret = SPI_execute("SELECT certificate_chain FROM interop.node WHERE certificate_chain IS NOT NULL "
+					  "UNION ALL SELECT certificate FROM interop.ca_certificate", false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the known certificates: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		pems = lappend(pems, MemoryContextStrdup(outer, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
 	SPI_finish();
-	chain = ParseCertificatesPEM(pem, "node certificate chain");
-	for (int i = 1; i < sk_X509_num(chain); i++)
+	foreach(lc, pems)
 	{
-		X509	   *c = sk_X509_value(chain, i);
+		STACK_OF(X509) *certs = ParseCertificatesPEM(lfirst(lc), "known certificate");
+
+		for (int i = 0; i < sk_X509_num(certs); i++)
+		{
+			X509_up_ref(sk_X509_value(certs, i));
+			sk_X509_push(known, sk_X509_value(certs, i));
+		}
+	}
+	for (int i = 0; i < sk_X509_num(known); i++)
+	{
+		X509	   *c = sk_X509_value(known, i);
 		EVP_PKEY   *k = X509_get0_pubkey(c);
 
 		if (X509_NAME_cmp(X509_get_subject_name(c), X509_CRL_get_issuer(crl)) == 0 &&
@@ -828,13 +1083,19 @@ CrlIssuerInNodeChain(X509_CRL *crl)
 		{
 			STACK_OF(X509) *up = sk_X509_new_null();
 
+			/* the issuer first, every known certificate as a possible intermediate */
 			OwnX509Stack(up);
-			for (int j = i; j < sk_X509_num(chain); j++)
-			{
-				X509_up_ref(sk_X509_value(chain, j));
-				sk_X509_push(up, sk_X509_value(chain, j));
-			}
-			(void) VerifyChain(up, NULL);	/* an ERROR unless it reaches an anchor */
+			X509_up_ref(c);
+			sk_X509_push(up, c);
+			for (int j = 0; j < sk_X509_num(known); j++)
+				if (j != i)
+				{
+					X509_up_ref(sk_X509_value(known, j));
+					sk_X509_push(up, sk_X509_value(known, j));
+				}
+			VerifyChainKnownRevocation(up, NULL, NULL);	/* an ERROR unless it reaches an anchor */
+			X509_up_ref(c);
+			OwnX509(c);
 			return c;
 		}
 	}
@@ -880,7 +1141,7 @@ InstallCrl(X509_CRL *crl)
 		}
 	}
 	if (issuer == NULL)
-		issuer = CrlIssuerInNodeChain(crl);
+		issuer = CrlIssuerKnown(crl);
 	{
 		char	   *s = X509_NAME_oneline(X509_CRL_get_issuer(crl), NULL, 0);
 
@@ -893,9 +1154,11 @@ InstallCrl(X509_CRL *crl)
 		ERR_clear_error();
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEROP_UNTRUSTED_CERTIFICATE),
-				 errmsg("certificate revocation list is not signed by a trust anchor"),
-				 errdetail("No trust anchor named \"%s\" has a key that verifies this CRL.", issuer_name),
-				 errhint("Add the issuing CA with interop.add_trust_anchor() first.")));
+				 errmsg("certificate revocation list is not signed by a CA this node trusts"),
+				 errdetail("Neither a trust anchor nor a known CA that chains to one is named \"%s\" with a key that verifies this CRL.",
+						   issuer_name),
+				 errhint("A CRL of an intermediate CA is accepted once a chain through that CA has been seen (interop.ca_certificate), "
+						 "or add the CA's root with interop.add_trust_anchor().")));
 	}
 
 	values[0] = CStringGetTextDatum(issuer_name);
@@ -945,34 +1208,7 @@ CrlDistributionPoints(const char *pem, List *urls)
 	STACK_OF(X509) *certs = ParseCertificatesPEM(pem, "certificate");
 
 	for (int i = 0; i < sk_X509_num(certs); i++)
-	{
-		STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(sk_X509_value(certs, i), NID_crl_distribution_points, NULL, NULL);
-
-		for (int j = 0; j < sk_DIST_POINT_num(dps); j++)
-		{
-			DIST_POINT *dp = sk_DIST_POINT_value(dps, j);
-			GENERAL_NAMES *names = dp->distpoint && dp->distpoint->type == 0 ? dp->distpoint->name.fullname : NULL;
-
-			for (int k = 0; k < sk_GENERAL_NAME_num(names); k++)
-			{
-				GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, k);
-				const char *uri;
-				bool		seen = false;
-				ListCell   *lc;
-
-				if (gn->type != GEN_URI)
-					continue;
-				uri = (const char *) ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
-				if (pg_strncasecmp(uri, "http://", 7) != 0)
-					continue;
-				foreach(lc, urls)
-					seen |= strcmp(lfirst(lc), uri) == 0;
-				if (!seen)
-					urls = lappend(urls, pstrdup(uri));
-			}
-		}
-		sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
-	}
+		urls = CertificateCdps(sk_X509_value(certs, i), urls);
 	return urls;
 }
 
@@ -984,9 +1220,40 @@ PG_FUNCTION_INFO_V1(interop_add_crl);
 Datum
 interop_add_crl(PG_FUNCTION_ARGS)
 {
-	char	   *pem = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *pem;
 	BIO		   *bio;
 	X509_CRL   *crl;
+
+	RefuseOnStandby("interop.add_crl()");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the revocation list must not be null")));
+	pem = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	/* the issuing CA, with what lies between it and an anchor: known from now on */
+	if (!PG_ARGISNULL(1))
+	{
+		STACK_OF(X509) *chain = ParseCertificatesPEM(text_to_cstring(PG_GETARG_TEXT_PP(1)), "CA certificate");
+		int			ret;
+
+		VerifyChainKnownRevocation(chain, NULL, NULL);	/* an ERROR unless it reaches an anchor */
+		if ((ret = SPI_connect()) != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
+		for (int i = 0; i < sk_X509_num(chain); i++)
+		{
+			X509	   *c = sk_X509_value(chain, i);
+
+			if (X509_check_ca(c) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("certificate \"%s\" is not a CA certificate", CertificateSubject(c)),
+						 errhint("Pass the certificate of the CA that issued the revocation list, and the CAs above it.")));
+			RecordCaCertificate(c);
+		}
+		SPI_finish();
+	}
 
 	ERR_clear_error();
 	if (strstr(pem, "-----BEGIN X509 CRL-----") == NULL)

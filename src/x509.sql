@@ -34,15 +34,31 @@ CREATE FUNCTION interop.add_trust_anchor(pem text) RETURNS int
 COMMENT ON FUNCTION interop.add_trust_anchor(text) IS
     'trusts the CA certificates of a PEM bundle; returns how many were new';
 
-CREATE FUNCTION interop.add_crl(pem text) RETURNS bool
-    AS 'MODULE_PATHNAME', 'interop_add_crl' LANGUAGE C VOLATILE STRICT
+-- intermediate CAs: seen in the chains the workers verified, or passed to
+-- add_crl(); a CRL signed by one of them is accepted once it chains to an anchor
+CREATE TABLE interop.ca_certificate (
+    fingerprint text PRIMARY KEY,          -- hex SHA-256 of the DER certificate
+    subject     text NOT NULL,
+    certificate text NOT NULL,             -- PEM
+    seen_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.ca_certificate IS 'intermediate CAs seen in verified chains: the issuers of CRLs this node may install';
+SELECT pg_catalog.pg_extension_config_dump('interop.ca_certificate', '');
+REVOKE ALL ON interop.ca_certificate FROM PUBLIC;
+GRANT SELECT ON interop.ca_certificate TO interop_admin, interop_auditor;
+GRANT SELECT, INSERT ON interop.ca_certificate TO interop_worker;
+
+CREATE FUNCTION interop.add_crl(pem text, ca_chain text DEFAULT NULL) RETURNS bool
+    AS 'MODULE_PATHNAME', 'interop_add_crl' LANGUAGE C VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, interop;
-COMMENT ON FUNCTION interop.add_crl(text) IS
-    'installs a revocation list signed by a trust anchor; returns false when a newer one is installed';
+COMMENT ON FUNCTION interop.add_crl(text, text) IS
+    'installs a revocation list signed by a trust anchor or a CA that chains to one (ca_chain: that CA, leaf first); returns false when a newer one is installed';
 
 REVOKE ALL ON FUNCTION interop.add_trust_anchor(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION interop.add_crl(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.add_crl(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION interop.add_trust_anchor(text) TO interop_admin;
-GRANT EXECUTE ON FUNCTION interop.add_crl(text) TO interop_admin;
+GRANT EXECUTE ON FUNCTION interop.add_crl(text, text) TO interop_admin;
 GRANT SELECT, DELETE ON interop.trust_anchor, interop.crl TO interop_admin;
 GRANT SELECT ON interop.trust_anchor, interop.crl TO interop_auditor;
+GRANT SELECT ON interop.trust_anchor TO interop_worker;
+GRANT SELECT, INSERT, UPDATE ON interop.crl TO interop_worker;   -- CRLs fetched from distribution points

@@ -69,7 +69,7 @@ OneInput(const uint8_t *data, size_t size)
 				const char *signer;
 				size_t		plen;
 
-				(void) JwsVerifyCompact(s, size, NULL, &signer, &plen);
+				(void) JwsVerifyCompact(s, size, NULL, JWS_TYP_REQUEST, &signer, &plen);
 				break;
 			}
 		case 'q':
@@ -79,7 +79,7 @@ OneInput(const uint8_t *data, size_t size)
 
 				if (strlen(s) != size)
 					break;		/* a JWS payload is text */
-				body = JwsSignJson(s, size);
+				body = JwsSignJson(s, size, JWS_TYP_REQUEST);
 				memset(&req, 0, sizeof(req));
 				CheckRequest(body, strlen(body), NULL, &req);
 				if (SPI_connect() != SPI_OK_CONNECT)

@@ -9,9 +9,11 @@ use PostgreSQL::Test::Utils;
 use File::Basename qw(dirname);
 use Cwd qw(abs_path);
 use Time::HiRes qw(usleep time);
+use IO::Socket::INET;
+use POSIX ();
 use Exporter 'import';
-our @EXPORT = qw(sh slurp spew federation_ca new_node gateway_url wait_for_gateway
-  curl_gateway node_chain_file node_key_file $TOP $TESTCA $JWS);
+our @EXPORT = qw(sh slurp spew federation_ca new_node new_standby set_setting gateway_url wait_for_gateway
+  curl_gateway node_chain_file node_key_file in_child stop_child serve_files $TOP $TESTCA $JWS);
 
 our $TOP    = abs_path(dirname(__FILE__) . '/../..');
 our $TESTCA = "$TOP/test/certs/testca";
@@ -31,12 +33,14 @@ sub federation_ca
 
 # new_node(NAME, MEMBER, CA_DIR, %conf): a started cluster with interop, its
 # identity certified by the issuing CA, and its own gateway port.
-#   conf: extra postgresql.conf lines as key => value
+#   conf: extra postgresql.conf lines as key => value; allows_streaming => 1
+#   makes a primary that standbys can stream from
 sub new_node
 {
 	my ($name, $member, $ca, %conf) = @_;
+	my $streaming = delete $conf{allows_streaming};
 	my $n = PostgreSQL::Test::Cluster->new($name);
-	$n->init;
+	$n->init(allows_streaming => $streaming ? 1 : 0);
 	my $port = PostgreSQL::Test::Cluster::get_free_port();
 	$n->{interop_port} = $port;
 	$n->append_conf('postgresql.conf', join("\n",
@@ -61,6 +65,38 @@ sub new_node
 	return $n;
 }
 
+# new_standby(PRIMARY, NAME): a streaming hot standby of PRIMARY, made
+# from a base backup (which carries the key file), with its own gateway
+# port, started; it serves as PRIMARY's member once promoted
+sub new_standby
+{
+	my ($primary, $name) = @_;
+	my $backup = "for_$name";
+	$primary->backup($backup);
+	my $s = PostgreSQL::Test::Cluster->new($name);
+	$s->init_from_backup($primary, $backup, has_streaming => 1);
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	$s->append_conf('postgresql.conf', "interop.port = $port\n");
+	$s->{interop_port} = $port;
+	$s->{interop_member} = $primary->{interop_member};
+	$s->{interop_chain} = $primary->{interop_chain};
+	$s->start;
+	return $s;
+}
+
+# set_setting(NODE, NAME, VALUE): NAME = VALUE in NODE's postgresql.conf,
+# reloaded, and waited for until a new session sees it (the postmaster
+# reads the file after pg_reload_conf() returns; a session started before
+# that would have the old value).  VALUE as current_setting() shows it.
+sub set_setting
+{
+	my ($n, $name, $value) = @_;
+	$n->append_conf('postgresql.conf', "$name = '$value'\n");
+	$n->reload;
+	$n->poll_query_until('postgres', "SELECT current_setting('$name') = '$value'")
+	  or die "$name did not become $value";
+}
+
 sub gateway_url { my $n = shift; return "https://127.0.0.1:$n->{interop_port}" }
 sub node_chain_file { return $_[0]->{interop_chain} }
 sub node_key_file { return $_[0]->data_dir . '/interop/node.key' }
@@ -74,7 +110,7 @@ sub curl_gateway
 	my $tmp = PostgreSQL::Test::Utils::tempdir();
 	# A node certificate names a member id, not a host, so curl's host name
 	# check cannot pass: -k, and trust comes from verifying the signed body
-	# (as DESIGN §5 has clients do).
+	# (as docs/protocol.md has clients do).
 	my @cmd = ('curl', '-sS', '-k', '--max-time', '20', '-o', "$tmp/body", '-w', '%{http_code}');
 	push @cmd, '--cert', node_chain_file($opt{as}), '--key', node_key_file($opt{as}) if $opt{as};
 	push @cmd, '-X', $opt{method} if $opt{method};
@@ -104,6 +140,86 @@ sub wait_for_gateway
 		usleep(100_000);
 	}
 	return 0;
+}
+
+# in_child(CODE): CODE in a child process (a small server of the test's own);
+# returns its pid.  The child leaves with POSIX::_exit and takes TERM as
+# the default action: the test's END blocks (which stop every node) and its
+# signal handlers (PostgreSQL 17's Cluster.pm dies on TERM, and the END
+# blocks would then run in the child) belong to the test process alone.
+sub in_child
+{
+	my ($code) = @_;
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	return $pid if $pid;
+	$SIG{TERM} = $SIG{INT} = 'DEFAULT';
+	eval { $code->(); };
+	POSIX::_exit(0);
+}
+
+# stop_child(PID): stop a child of in_child() and wait for it
+sub stop_child
+{
+	my ($pid) = @_;
+	return unless $pid;
+	local $?;	# in an END block, $? is the test's exit status
+	kill 'TERM', $pid;
+	waitpid($pid, 0);
+}
+
+# serve_files(PORT, DIR, TYPE): a plain HTTP server on loopback for the
+# files of DIR (a CRL distribution point, say), as TYPE; 404 for anything
+# else.  Returns the child's pid.
+sub serve_files
+{
+	my ($port, $dir, $type) = @_;
+	my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+		Listen => 8, ReuseAddr => 1) or die "cannot listen on $port: $!";
+	my $pid = in_child(sub {
+		while (my $c = $server->accept)
+		{
+			my $line = <$c> // '';
+			while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
+			my ($path) = $line =~ m{^GET (/[\w.-]*)};
+			my $file = defined $path ? "$dir$path" : undef;
+			if (defined $file && -f $file)
+			{
+				my $body = slurp($file);
+				print $c "HTTP/1.0 200 OK\r\nContent-Type: $type\r\nContent-Length: "
+				  . length($body) . "\r\n\r\n$body";
+			}
+			else { print $c "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n" }
+			close $c;
+		}
+	});
+	close $server;
+	return $pid;
+}
+
+# No server of a test may crash: a process that died of a signal nobody sent
+# (a segmentation fault, an abort) fails the test file that saw it, whatever
+# its own tests said.  The tests' own kill -9 are signal 9 and pass.
+END
+{
+	my $name = $0;
+	$name =~ s{.*/}{};
+	$name =~ s{\.pl$}{};
+	my @crashes;
+	for my $log (glob("$PostgreSQL::Test::Utils::log_path/${name}_*.log"))
+	{
+		open my $h, '<', $log or next;
+		while (my $line = <$h>)
+		{
+			push @crashes, "$log: $line"
+			  if $line =~ /terminated by signal (4|6|7|8|11):|TRAP: /;
+		}
+	}
+	if (@crashes)
+	{
+		Test::More::diag($_) for @crashes;
+		Test::More::fail('no server process crashed');
+	}
 }
 
 1;

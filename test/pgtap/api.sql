@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(103);
+SELECT plan(142);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -9,12 +9,24 @@ SELECT has_type('interop', 'jws', 'type jws');
 SELECT has_role('interop_admin');
 SELECT has_role('interop_user');
 SELECT has_role('interop_auditor');
+SELECT has_role('interop_citizen_portal');
+SELECT has_role('interop_worker');
+SELECT is((SELECT rolsuper OR rolcanlogin OR rolbypassrls OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = 'interop_worker'),
+          false, 'interop_worker: no superuser, login, bypassrls, createrole or createdb');
+SELECT is((SELECT count(*)::int FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid WHERE r.rolname = 'interop_worker'),
+          0, 'interop_worker is granted to nobody');
+SELECT is((SELECT count(*)::int FROM information_schema.role_table_grants
+           WHERE grantee = 'interop_worker' AND privilege_type IN ('DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER')),
+          0, 'interop_worker deletes nothing and adds no triggers');
+SELECT is((SELECT count(*)::int FROM information_schema.role_table_grants
+           WHERE grantee = 'interop_worker' AND table_name IN ('message_log', 'consent_log', 'log_seal') AND privilege_type = 'UPDATE'),
+          0, 'interop_worker does not update the logs');
 
 SELECT function_returns('interop', 'init_node', ARRAY['interop.member_id', 'text', 'boolean'], 'text');
 SELECT function_returns('interop', 'certificate_request', ARRAY[]::text[], 'text');
 SELECT function_returns('interop', 'install_certificate', ARRAY['text'], 'void');
 SELECT function_returns('interop', 'add_trust_anchor', ARRAY['text'], 'integer');
-SELECT function_returns('interop', 'add_crl', ARRAY['text'], 'boolean');
+SELECT function_returns('interop', 'add_crl', ARRAY['text', 'text'], 'boolean');
 SELECT function_returns('interop', 'sign', ARRAY['jsonb'], 'interop.jws');
 SELECT function_returns('interop', 'verify', ARRAY['interop.jws'], 'jsonb');
 SELECT function_returns('interop', 'verify', ARRAY['interop.jws', 'text'], 'jsonb');
@@ -54,7 +66,7 @@ SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
 
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
-              ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.service',
+              ARRAY['interop.node', 'interop.trust_anchor', 'interop.crl', 'interop.ca_certificate', 'interop.service',
                     'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
                     'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
@@ -67,7 +79,7 @@ SELECT is_definer('interop', 'seal_log', ARRAY[]::text[]);
 SELECT is_definer('interop', 'prune_log', ARRAY['timestamp with time zone']);
 SELECT is_definer('interop', 'verify_log', ARRAY[]::text[]);
 SELECT function_privs_are('interop', 'seal_log', ARRAY[]::text[], 'interop_user', ARRAY[]::text[]);
-SELECT function_privs_are('interop', 'seal_log', ARRAY[]::text[], 'interop_auditor', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'seal_log', ARRAY[]::text[], 'interop_auditor', ARRAY[]::text[]);
 SELECT function_privs_are('interop', 'verify_log', ARRAY[]::text[], 'interop_auditor', ARRAY['EXECUTE']);
 SELECT function_privs_are('interop', 'verify_log', ARRAY[]::text[], 'public', ARRAY[]::text[]);
 SELECT function_privs_are('interop', 'prune_log', ARRAY['timestamp with time zone'], 'interop_admin', ARRAY['EXECUTE']);
@@ -118,9 +130,17 @@ SELECT table_privs_are('interop', 'message_log', 'interop_auditor', ARRAY['SELEC
 SELECT table_privs_are('interop', 'message_log', 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'message_log', 'interop_admin', ARRAY[]::text[]);
 
--- consent: recorded by applications (interop_user) through SECURITY DEFINER functions only
+-- consent: recorded by the citizen portal through SECURITY DEFINER functions only
 SELECT is_definer('interop', 'grant_consent', ARRAY['text', 'interop.member_id', 'text', 'text', 'timestamp with time zone', 'text'], 'grant_consent() is SECURITY DEFINER');
-SELECT table_privs_are('interop', 'consent', 'interop_user', ARRAY['SELECT']);
+SELECT function_privs_are('interop', 'grant_consent', ARRAY['text', 'interop.member_id', 'text', 'text', 'timestamp with time zone', 'text'], 'interop_citizen_portal', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'grant_consent', ARRAY['text', 'interop.member_id', 'text', 'text', 'timestamp with time zone', 'text'], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'revoke_consent', ARRAY['bigint'], 'interop_citizen_portal', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'revoke_consent', ARRAY['bigint'], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'subject_access_report', ARRAY['text'], 'interop_citizen_portal', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'subject_access_report', ARRAY['text'], 'interop_auditor', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'subject_access_report', ARRAY['text'], 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'consent', 'interop_user', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'consent', 'interop_citizen_portal', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'consent_log', 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'consent_log', 'interop_auditor', ARRAY['SELECT']);
 
@@ -144,7 +164,50 @@ SELECT function_privs_are('interop', 'dry_run', ARRAY['text', 'interop.member_id
 
 SELECT function_privs_are('interop', 'add_peer', ARRAY['interop.member_id', 'text'], 'interop_admin', ARRAY['EXECUTE']);
 SELECT function_privs_are('interop', 'add_peer', ARRAY['interop.member_id', 'text'], 'interop_user', ARRAY[]::text[]);
+SELECT function_returns('interop', 'add_peer', ARRAY['interop.member_id', 'text[]'], 'void');
+SELECT function_privs_are('interop', 'add_peer', ARRAY['interop.member_id', 'text[]'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'add_peer', ARRAY['interop.member_id', 'text[]'], 'interop_user', ARRAY[]::text[]);
+SELECT has_column('interop', 'peer', 'more_urls', 'a peer has more base URLs');
+SELECT col_type_is('interop', 'peer', 'more_urls', 'text[]', 'more_urls is text[]');
+
+-- key rotation and standbys
+SELECT function_returns('interop', 'rotate_key', ARRAY['text'], 'text');
+SELECT is_definer('interop', 'rotate_key', ARRAY['text']);
+SELECT function_privs_are('interop', 'rotate_key', ARRAY['text'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'rotate_key', ARRAY['text'], 'interop_user', ARRAY[]::text[]);
+SELECT has_column('interop', 'node', 'pending_public_key', 'interop.node records a pending key');
+SELECT function_returns('interop', 'refuse_on_standby', ARRAY['text'], 'void');
+SELECT lives_ok($$SELECT interop.refuse_on_standby('x')$$, 'refuse_on_standby() does nothing on a primary');
+SELECT is((SELECT count(*)::int FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'interop' AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
+             AND p.proname IN ('query_async', 'add_peer', 'remove_peer', 'import_service', 'grant_consent', 'revoke_consent',
+                               'publish', 'unpublish', 'grant_access', 'revoke_access', 'prune_changes', 'subscribe', 'unsubscribe')
+             AND p.prosrc !~ 'PERFORM interop\.refuse_on_standby\('),
+          0, 'every PL/pgSQL function of interop that writes refuses on a standby first');
 SELECT table_privs_are('interop', 'peer', 'interop_user', ARRAY['SELECT']);
+
+-- every documented view is readable by the roles the documentation names
+CREATE ROLE pgtap_admin IN ROLE interop_admin;
+CREATE ROLE pgtap_auditor IN ROLE interop_auditor;
+CREATE ROLE pgtap_user IN ROLE interop_user;
+CREATE ROLE pgtap_monitor IN ROLE pg_monitor;
+SET ROLE pgtap_admin;
+SELECT lives_ok('SELECT * FROM interop.stat_gateway', 'interop_admin reads stat_gateway');
+SELECT lives_ok('SELECT * FROM interop.stat_peer', 'interop_admin reads stat_peer');
+SELECT lives_ok('SELECT * FROM interop.stat_subscription', 'interop_admin reads stat_subscription');
+SET ROLE pgtap_auditor;
+SELECT lives_ok('SELECT * FROM interop.stat_gateway', 'interop_auditor reads stat_gateway');
+SELECT lives_ok('SELECT * FROM interop.stat_peer', 'interop_auditor reads stat_peer');
+SELECT lives_ok('SELECT * FROM interop.stat_subscription', 'interop_auditor reads stat_subscription');
+SET ROLE pgtap_monitor;
+SELECT lives_ok('SELECT * FROM interop.stat_gateway', 'pg_monitor reads stat_gateway');
+SELECT lives_ok('SELECT * FROM interop.stat_peer', 'pg_monitor reads stat_peer');
+SELECT lives_ok('SELECT * FROM interop.stat_subscription', 'pg_monitor reads stat_subscription');
+SELECT throws_ok('SELECT * FROM interop.message_log', '42501', NULL, 'pg_monitor reads no log');
+SET ROLE pgtap_user;
+SELECT lives_ok('SELECT * FROM interop.stat_subscription', 'interop_user reads stat_subscription (its own)');
+SELECT throws_ok('SELECT * FROM interop.stat_gateway', '42501', NULL, 'interop_user does not read stat_gateway');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;

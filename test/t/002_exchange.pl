@@ -5,7 +5,7 @@
 #  - interop.query() returns the provider's verified rows with exact numbers,
 #    import_service() makes a typed function of it, catalog() lists only what
 #    is granted, and both sides log the exchange;
-#  - each refusal of DESIGN §5 reaches the consumer as a signed error with its
+#  - each refusal of docs/protocol.md reaches the consumer as a signed error with its
 #    SQLSTATE (IX400 bad_request, IX401, IX403 access_denied and
 #    purpose_not_allowed, IX404 unknown_service, 409 replayed, 413 too_large,
 #    IX500 timeout), and the provider logs every one of them;
@@ -39,6 +39,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use InteropTest;
+use JSON::PP ();
+use IO::Socket::SSL;
 
 my $ca = federation_ca(PostgreSQL::Test::Utils::tempdir());
 my $root = "$ca/fedroot/ca.crt";
@@ -345,6 +347,8 @@ is($code, '405', 'GET on /v1/query gets 405');
 like($code, qr/^4\d\d$/, 'a 20 kB header gets a 4xx');
 ($code, $body) = curl_gateway($pop, '/v1/openapi.json', as => $tax);
 like("$code $body", qr/^200 \{"openapi":"3/, 'GET /v1/openapi.json describes the endpoints');
+my $api = eval { JSON::PP::decode_json($body) };
+ok($api && $api->{paths}{'/v1/health'}{get}{responses}{503}, 'it is valid JSON, with the readiness answers');
 is($tax->safe_psql('postgres', qq{
 	SELECT count(*) FROM interop.query('$POP', 'person', '{"id":"P1"}', 'tax assessment')}),
 	'1', 'after all that the gateway still serves');
@@ -442,10 +446,13 @@ cmp_ok($held, '>', 5, "...after its idle time limit, not at once (held ${held}s)
 
 $pop->safe_psql('postgres', "ALTER SYSTEM SET interop.gateway_max_connections = 1; SELECT pg_reload_conf()");
 usleep(500_000);
-# 16 idle connections: the kernel spreads them over both workers
+# 16 idle TLS connections (handshake done; only those count): the kernel
+# spreads them over both workers
 my @crowd = map {
-	IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $pop->{interop_port}, Proto => 'tcp')
-	  or die "connect: $!"
+	IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $pop->{interop_port},
+		SSL_cert_file => node_chain_file($tax), SSL_key_file => node_key_file($tax),
+		SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_NONE())
+	  or die "connect: $IO::Socket::SSL::SSL_ERROR"
 } 1 .. 16;
 usleep(300_000);
 ($code, $body) = curl_gateway($pop, '/v1/query', as => $tax, body => openssl_sign($tax, request()),
@@ -453,6 +460,7 @@ usleep(300_000);
 like($code, qr/^Retry-After: 1\r?$/m, 'a connection beyond interop.gateway_max_connections is told to retry later');
 like($code, qr/429$/, '...with 429');
 like(claims($body), qr/"code":\s*"overloaded"/, '...as a signed "overloaded" error');
+like(claims($body), qr/"req":\s*"[\w-]{43}"/, '...bound to the request bytes (req)');
 close($_) for @crowd;
 my $relieved = 0;
 for (1 .. 50) { ($code) = curl_gateway($pop, '/v1/health', as => $tax); if ($code eq '200') { $relieved = 1; last } usleep(100_000) }

@@ -171,7 +171,8 @@ like(problems($reg), qr/^consent_log 1: record 1 was changed after seal \d+$/m, 
 
 # ---- key change ----
 
-my $fresh = new_node('fresh', 'MN/GOV/3000003/archive', $ca, 'interop.gateway_workers' => 0, 'interop.seal_interval' => 0);
+my $fresh = new_node('fresh', 'MN/GOV/3000003/archive', $ca, 'interop.gateway_workers' => 0, 'interop.seal_interval' => 0,
+	'interop.min_log_retention' => 0);
 $fresh->safe_psql('postgres', q{CREATE TABLE t (a text PRIMARY KEY);
 	SELECT interop.publish('s', 't', filter_columns => '{a}', subject_column => 'a')});
 $fresh->safe_psql('postgres', q{SELECT interop.grant_consent('A1', 'MN/GOV/2000002/tax', 's', 'p')});

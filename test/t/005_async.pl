@@ -12,7 +12,9 @@
 #    unchanged (ETag), refetched when they change, and an unreachable peer
 #    is retried with a growing backoff;
 #  - an idle sync worker sleeps (its CPU time over 3 s), and so does one
-#    with nothing scheduled at all (its wake-ups over 3 s).
+#    with nothing scheduled at all (its wake-ups over 3 s);
+#  - a session that holds the seal lock does not stop the sync worker: the
+#    seal round is skipped and logged, deliveries go on.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -163,6 +165,19 @@ ok($tax->poll_query_until('postgres', qq{
 	'an unchanged catalog is checked again every sync_interval and not refetched (304)');
 like($pop->safe_psql('postgres', q{SELECT requests FROM interop.stat_gateway WHERE service = '/v1/catalog' AND status = 304}),
 	qr/^\d+$/, 'the provider answered 304 Not Modified');
+# If-None-Match as HTTP has it: a list, weak tags, "*"
+my $etag = $tax->safe_psql('postgres', qq{SELECT etag FROM interop.peer_catalog WHERE peer::text = '$POP'});
+my %none_match = (
+	qq{"x", $etag}  => '304',
+	qq{W/$etag}     => '304',
+	'*'             => '304',
+	qq{"x", W/"y"}  => '200',
+	qq{"x"}         => '200');
+for my $h (sort keys %none_match)
+{
+	($code) = curl_gateway($pop, '/v1/catalog', as => $tax, extra => [ '-H', "If-None-Match: $h" ]);
+	is($code, $none_match{$h}, "GET /v1/catalog with If-None-Match: $h");
+}
 $pop->safe_psql('postgres', qq{
 	CREATE VIEW person_name AS SELECT id, name FROM person;
 	SELECT interop.publish('person_name', 'person_name', filter_columns => '{id}');
@@ -204,5 +219,21 @@ my $w1 = wakeups($pworker);
 sleep(3);
 my $woke = wakeups($pworker) - $w1;
 cmp_ok($woke, '<', 30, "the sync worker of a node with nothing scheduled sleeps ($woke wake-ups in 3 s; a 10 ms loop makes 300)");
+
+# ---- a lock held by a session does not stop the sync worker ----
+$tax->append_conf('postgresql.conf', "interop.seal_interval = '1s'");
+$tax->reload;
+my $holder = $tax->background_psql('postgres');
+$holder->query_safe('BEGIN');
+$holder->query_safe('LOCK TABLE interop.log_seal IN SHARE MODE');
+ok($tax->wait_for_log(qr/interop sync: sealing the logs skipped: canceling statement due to lock timeout/),
+	'a seal round that would wait for a session\'s lock is skipped and logged');
+$id = $tax->safe_psql('postgres', qq{SELECT interop.query_async('$POP', 'person', '{"id":"P11"}', 'tax assessment')});
+is($tax->safe_psql('postgres', "SELECT interop.wait($id, '20 s')"), 'done', 'meanwhile deliveries go on');
+$holder->query_safe('COMMIT');
+$holder->quit;
+my $sealed = $tax->safe_psql('postgres', 'SELECT count(*) FROM interop.log_seal');
+$tax->poll_query_until('postgres', "SELECT count(*) > $sealed FROM interop.log_seal") or diag('no seal after the lock');
+cmp_ok($tax->safe_psql('postgres', 'SELECT count(*) FROM interop.log_seal'), '>', $sealed, 'sealing resumes once the lock is gone');
 
 done_testing();

@@ -11,7 +11,6 @@
 #    and the installed CRL stays.
 use strict;
 use warnings;
-use IO::Socket::INET;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -37,31 +36,8 @@ sub publish_crl
 publish_crl();
 
 # a tiny HTTP/1.0 server for $dir/www, in a child process
-my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $http_port,
-	Listen => 8, ReuseAddr => 1) or die "cannot listen on $http_port: $!";
-my $pid = fork();
-die "fork: $!" unless defined $pid;
-if ($pid == 0)
-{
-	while (my $c = $server->accept)
-	{
-		my $line = <$c> // '';
-		while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
-		my ($path) = $line =~ m{^GET (/[\w.-]*)};
-		my $file = defined $path ? "$dir/www$path" : undef;
-		if (defined $file && -f $file)
-		{
-			my $body = slurp($file);
-			print $c "HTTP/1.0 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: "
-			  . length($body) . "\r\n\r\n$body";
-		}
-		else { print $c "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n" }
-		close $c;
-	}
-	exit 0;
-}
-close $server;
-END { kill 'TERM', $pid if $pid }
+my $pid = serve_files($http_port, "$dir/www", 'application/pkix-crl');
+END { stop_child($pid) }
 
 my $POP = 'MN/GOV/1000001/population';
 my $TAX = 'MN/GOV/2000002/tax';
@@ -79,6 +55,11 @@ like(slurp($tax->{interop_chain}), qr/BEGIN CERTIFICATE/, 'the tax office has a 
 ok($pop->poll_query_until('postgres', qq{
 	SELECT fetched_at IS NOT NULL AND failures = 0 FROM interop.crl_source WHERE url = '$url'}),
 	'the sync worker finds the distribution point in the node\'s chain and fetches it');
+# the tax office checks the provider's chain against the same list: its own
+# sync worker finds the point in its own chain (same issuing CA)
+ok($tax->poll_query_until('postgres', qq{
+	SELECT fetched_at IS NOT NULL AND failures = 0 FROM interop.crl_source WHERE url = '$url'}),
+	'so does the tax office\'s, in its own chain');
 is($pop->safe_psql('postgres', q{SELECT count(*) FROM interop.crl WHERE issuer = '/CN=issuing'}), '1',
 	'the CRL (DER), signed by the issuing CA of the node\'s chain, which chains to the root anchor, is installed');
 is($tax->safe_psql('postgres', qq{SELECT q->>'name' FROM interop.query('$POP', 'person', '{"id":"P1"}') q}),

@@ -293,10 +293,14 @@ is($pop->safe_psql('postgres', q{SELECT count(*) > 0 FROM interop.change_log WHE
 sub change_request
 {
 	my $since = shift;
-	my $jws = $tax->safe_psql('postgres', qq{
-		SELECT interop.sign(jsonb_build_object('iss', '$TAX', 'aud', '$POP', 'svc', 'register', 'params', '{}'::jsonb,
+	my $claims = $tax->safe_psql('postgres', qq{
+		SELECT jsonb_build_object('iss', '$TAX', 'aud', '$POP', 'svc', 'register', 'params', '{}'::jsonb,
 			'purpose', 'statistics', 'iat', extract(epoch FROM now())::bigint,
-			'exp', extract(epoch FROM now())::bigint + 60, 'jti', gen_random_uuid(), 'since', '$since'::jsonb))});
+			'exp', extract(epoch FROM now())::bigint + 60, 'jti', gen_random_uuid(), 'since', '$since'::jsonb)});
+	my $tmp = PostgreSQL::Test::Utils::tempdir();
+	spew("$tmp/p.json", $claims);
+	my $jws = sh("$JWS sign ES256 @{[node_key_file($tax)]} @{[node_chain_file($tax)]} \"\$(cat $tmp/p.json)\"");
+	chomp $jws;
 	my ($code, $body) = curl_gateway($pop, '/v1/changes', as => $tax, body => $jws);
 	my $payload = (split /\./, $body)[1] // '';
 	$payload =~ tr/-_/+\//;

@@ -198,7 +198,7 @@ my $x5c = do
 	\@c;
 };
 my $x5c_json = '[' . join(',', map { qq("$_") } @$x5c) . ']';
-my $HEADER = qq({"alg":"ES256","typ":"JOSE","x5c":$x5c_json});
+my $HEADER = qq({"alg":"ES256","typ":"interop-request","x5c":$x5c_json});
 
 # es256(INPUT, KEY): the JWS signature (R || S) of INPUT
 sub es256
@@ -446,26 +446,32 @@ query_case('JWS: signature of 1 kB', '401 invalid_signature', "$gh.$gp." . b64ur
 # -- JWS header --
 my $hx = sub { my $extra = shift; my $h = $HEADER; $h =~ s/}$/,$extra}/; $h };
 my @headers = (
-	['alg none', '401 algorithm_refused', qq({"alg":"none","typ":"JOSE","x5c":$x5c_json})],
-	['alg HS256', '401 algorithm_refused', qq({"alg":"HS256","typ":"JOSE","x5c":$x5c_json})],
-	['alg es256 (lower case)', '401 algorithm_refused', qq({"alg":"es256","typ":"JOSE","x5c":$x5c_json})],
-	['alg RS256 with an EC key', '401 algorithm_refused', qq({"alg":"RS256","typ":"JOSE","x5c":$x5c_json})],
-	['alg EdDSA with an EC key', '401 algorithm_refused', qq({"alg":"EdDSA","typ":"JOSE","x5c":$x5c_json})],
-	['alg missing', '400 bad_request', qq({"typ":"JOSE","x5c":$x5c_json})],
-	['alg a number', '400 bad_request', qq({"alg":256,"typ":"JOSE","x5c":$x5c_json})],
-	['alg twice', '400 bad_request', qq({"alg":"ES256","alg":"none","typ":"JOSE","x5c":$x5c_json})],
+	['alg none', '401 algorithm_refused', qq({"alg":"none","typ":"interop-request","x5c":$x5c_json})],
+	['alg HS256', '401 algorithm_refused', qq({"alg":"HS256","typ":"interop-request","x5c":$x5c_json})],
+	['alg es256 (lower case)', '401 algorithm_refused', qq({"alg":"es256","typ":"interop-request","x5c":$x5c_json})],
+	['alg RS256 with an EC key', '401 algorithm_refused', qq({"alg":"RS256","typ":"interop-request","x5c":$x5c_json})],
+	['alg EdDSA with an EC key', '401 algorithm_refused', qq({"alg":"EdDSA","typ":"interop-request","x5c":$x5c_json})],
+	['alg missing', '400 bad_request', qq({"typ":"interop-request","x5c":$x5c_json})],
+	['alg a number', '400 bad_request', qq({"alg":256,"typ":"interop-request","x5c":$x5c_json})],
+	['alg twice', '400 bad_request', qq({"alg":"ES256","alg":"none","typ":"interop-request","x5c":$x5c_json})],
+	['typ JOSE (what interop.sign() writes)', '400 bad_request', qq({"alg":"ES256","typ":"JOSE","x5c":$x5c_json})],
+	['typ interop-response (an answer sent as a request)', '400 bad_request', qq({"alg":"ES256","typ":"interop-response","x5c":$x5c_json})],
+	['typ interop-seal', '400 bad_request', qq({"alg":"ES256","typ":"interop-seal","x5c":$x5c_json})],
+	['typ missing', '400 bad_request', qq({"alg":"ES256","x5c":$x5c_json})],
+	['typ a number', '400 bad_request', qq({"alg":"ES256","typ":1,"x5c":$x5c_json})],
+	['typ in another case', '400 bad_request', qq({"alg":"ES256","typ":"Interop-Request","x5c":$x5c_json})],
 	['crit present', '401 algorithm_refused', $hx->('"crit":["exp"]')],
 	['crit empty', '401 algorithm_refused', $hx->('"crit":[]')],
-	['x5c missing', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE"}'],
-	['x5c empty', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE","x5c":[]}'],
-	['x5c a string', '401 untrusted_certificate', qq({"alg":"ES256","typ":"JOSE","x5c":"$x5c->[0]"})],
-	['x5c of numbers', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE","x5c":[1,2]}'],
-	['x5c not base64', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE","x5c":["!!!"]}'],
-	['x5c base64 of garbage', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE","x5c":["' . encode_base64('garbage' x 30, '') . '"]}'],
-	['x5c leaf only (no intermediate)', '401 untrusted_certificate', qq({"alg":"ES256","typ":"JOSE","x5c":["$x5c->[0]"]})],
-	['x5c in reverse order (the CA is taken as the signer)', '401 member_mismatch', '{"alg":"ES256","typ":"JOSE","x5c":[' . join(',', map { qq("$_") } reverse @$x5c) . ']}'],
-	['x5c of 11 certificates', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE","x5c":[' . join(',', (qq("$x5c->[0]")) x 11) . ']}'],
-	['x5c leaf repeated 3 times', '401 untrusted_certificate', '{"alg":"ES256","typ":"JOSE","x5c":[' . join(',', (qq("$x5c->[0]")) x 3) . ']}'],
+	['x5c missing', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request"}'],
+	['x5c empty', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request","x5c":[]}'],
+	['x5c a string', '401 untrusted_certificate', qq({"alg":"ES256","typ":"interop-request","x5c":"$x5c->[0]"})],
+	['x5c of numbers', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request","x5c":[1,2]}'],
+	['x5c not base64', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request","x5c":["!!!"]}'],
+	['x5c base64 of garbage', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request","x5c":["' . encode_base64('garbage' x 30, '') . '"]}'],
+	['x5c leaf only (no intermediate)', '401 untrusted_certificate', qq({"alg":"ES256","typ":"interop-request","x5c":["$x5c->[0]"]})],
+	['x5c in reverse order (the CA is taken as the signer)', '401 member_mismatch', '{"alg":"ES256","typ":"interop-request","x5c":[' . join(',', map { qq("$_") } reverse @$x5c) . ']}'],
+	['x5c of 11 certificates', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request","x5c":[' . join(',', (qq("$x5c->[0]")) x 11) . ']}'],
+	['x5c leaf repeated 3 times', '401 untrusted_certificate', '{"alg":"ES256","typ":"interop-request","x5c":[' . join(',', (qq("$x5c->[0]")) x 3) . ']}'],
 	['x5c twice', '400 bad_request', $hx->(qq("x5c":$x5c_json))],
 	['x5t#S256 wrong (a hint, not checked)', '200 ok', $hx->('"x5t#S256":"AAAA"')],
 	['unknown header fields', '200 ok', $hx->('"kid":"x","jku":"https://evil.example/keys","x5u":"https://evil.example/c"')],
@@ -494,15 +500,15 @@ my $foreign_x5c = do
 	'[' . join(',', @c) . ']';
 };
 query_case('JWS: signed by the member id\'s key from another CA', '401 untrusted_certificate',
-	jws(claims(), key => "$certs/foreign.key", header => qq({"alg":"ES256","typ":"JOSE","x5c":$foreign_x5c})));
+	jws(claims(), key => "$certs/foreign.key", header => qq({"alg":"ES256","typ":"interop-request","x5c":$foreign_x5c})));
 sh("openssl x509 -in $certs/self.crt -outform DER -out $sigtmp/self.der");
 query_case('JWS: self-signed x5c', '401 untrusted_certificate',
 	jws(claims(), key => "$certs/self.key",
-		header => '{"alg":"ES256","typ":"JOSE","x5c":["' . encode_base64(slurp("$sigtmp/self.der"), '') . '"]}'));
+		header => '{"alg":"ES256","typ":"interop-request","x5c":["' . encode_base64(slurp("$sigtmp/self.der"), '') . '"]}'));
 sh("openssl x509 -in $certs/old.crt -outform DER -out $sigtmp/old.der");
 query_case('JWS: x5c of an expired certificate', '401 certificate_not_valid',
 	jws(claims(), key => "$certs/old.key",
-		header => '{"alg":"ES256","typ":"JOSE","x5c":["' . encode_base64(slurp("$sigtmp/old.der"), '') . '"'
+		header => '{"alg":"ES256","typ":"interop-request","x5c":["' . encode_base64(slurp("$sigtmp/old.der"), '') . '"'
 		  . join('', map { qq(,"$_") } @$x5c[1 .. $#$x5c]) . ']}'));
 
 # -- claims --

@@ -130,7 +130,10 @@ sub account
 	{
 		# an error with its SQLSTATE, or the consumer's own server restarting after a crash
 		my ($state) = /^(?:psql:\S+ )?(?:ERROR|FATAL|WARNING):\s+(\w{5}):/;
-		$state //= 'consumer restarting' if /^psql: error: connection to server .* (FATAL:  the database system is (in recovery mode|not yet accepting connections|starting up|shutting down)|server closed the connection unexpectedly)/;
+		$state //= 'consumer restarting' if /^psql: error: connection to server .* (FATAL:  the database system is (in recovery mode|not yet accepting connections|starting up|shutting down)|server closed the connection unexpectedly)/
+		  || /^(psql:\S+ )?server closed the connection unexpectedly/
+		  # (the crash notice, as psql prints it when it reads it while the connection ends)
+		  || /^(psql:\S+ )?WARNING:  terminating connection because of crash of another server process$/;
 		$errors{$state // $_}++;
 	}
 	my $unclear = grep { !/^[A-Z0-9]{5}$/ && $_ ne 'consumer restarting' || /^XX/ } keys %errors;
@@ -203,10 +206,13 @@ SKIP:
 	like(slurp($pop->logfile), qr/could not (extend|write)[^\n]*No space left on device/,
 		'...and the provider\'s server log says why');
 	my ($code, $body) = curl_gateway($pop, '/v1/health', as => $tax);
-	is($code, '200', '...while the gateway itself stays up');
+	is("$code " . ($body =~ /the message log could not be written: .*No space left on device/ ? 'says why' : $body),
+		'503 says why', '...while the gateway itself stays up, and tells a load balancer it is not ready, and why');
 	is(pending('diskfull') > 0 ? 'waiting' : 'not waiting', 'waiting', '...and queued queries wait, retrying');
 	$pop->safe_psql('postgres', 'DROP TABLE filler; CHECKPOINT');
 	account('provider log on a full disk, then space freed', 'diskfull', $$calls);
+	($code) = curl_gateway($pop, '/v1/health', as => $tax);
+	is($code, '200', '...and ready again once the log is written');
 	$move->($pop, 'pg_default');
 	$pop->safe_psql('postgres', 'DROP TABLESPACE small');
 
