@@ -778,3 +778,31 @@ COMMENT ON FUNCTION interop.rotate_key(text) IS
     'a new node key, pending until install_certificate() of its certificate; returns its certificate request. The current key signs until then';
 REVOKE ALL ON FUNCTION interop.rotate_key(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION interop.rotate_key(text) TO interop_admin;
+
+-- OCSP next to CRLs
+-- OCSP: the certificates seen (in verified chains and the node's own) that
+-- name a responder, and the responder's last checked answer about each
+CREATE TABLE interop.ocsp_response (
+    fingerprint text PRIMARY KEY,           -- hex SHA-256 of the DER certificate
+    subject     text NOT NULL,
+    certificate text NOT NULL,              -- PEM
+    issuer      text NOT NULL,              -- PEM of the issuing CA
+    responder   text NOT NULL,              -- the http:// URL the certificate names
+    response    bytea,                      -- the last answer that checked (DER), the one stapled
+    status      text CHECK (status IN ('good', 'revoked', 'unknown')),
+    revoked_at  timestamptz,
+    this_update timestamptz,
+    next_update timestamptz,
+    fetched_at  timestamptz,                -- the last answer that checked
+    checked_at  timestamptz,                -- the last attempt
+    failures    int NOT NULL DEFAULT 0,     -- attempts failed in a row
+    last_error  text,
+    next_fetch  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.ocsp_response IS 'OCSP answers about the certificates seen, fetched by the sync worker before they stop counting (interop.ocsp_max_age)';
+CREATE TRIGGER ocsp_response_invalidate AFTER INSERT OR UPDATE OF response OR DELETE OR TRUNCATE
+    ON interop.ocsp_response FOR EACH STATEMENT EXECUTE FUNCTION interop.invalidate_cache();
+REVOKE ALL ON interop.ocsp_response FROM PUBLIC;
+GRANT SELECT, DELETE ON interop.ocsp_response TO interop_admin;
+GRANT SELECT ON interop.ocsp_response TO interop_auditor;
+GRANT SELECT, INSERT, UPDATE ON interop.ocsp_response TO interop_worker;

@@ -134,6 +134,29 @@ TlsError(const char *msg, const char *hint)
 }
 
 /*
+ * GatewayStaple - OpenSSL's status callback: a client that asks for the
+ * certificate's status (status_request) gets the node's stored OCSP answer
+ * about its own certificate, when a fresh one (or one that says revoked) is
+ * in the trust store the context was built with
+ */
+static int
+GatewayStaple(SSL *ssl, void *arg)
+{
+	unsigned char *der;
+	int			len;
+	X509	   *leaf = SSL_get_certificate(ssl);
+
+	if (leaf == NULL || !OcspStaple(SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl)), leaf, &der, &len))
+		return SSL_TLSEXT_ERR_NOACK;
+	if (SSL_set_tlsext_status_ocsp_resp(ssl, der, len) != 1)
+	{
+		OPENSSL_free(der);
+		return SSL_TLSEXT_ERR_NOACK;
+	}
+	return SSL_TLSEXT_ERR_OK;	/* OpenSSL frees der */
+}
+
+/*
  * BuildTlsContext - a server context with the node's identity (or the
  * configured files) that verifies clients against the trust store.  Runs
  * in a transaction.
@@ -188,6 +211,7 @@ BuildTlsContext(void)
 
 		store = LoadTrustStore();
 		SSL_CTX_set1_cert_store(ctx, store);
+		SSL_CTX_set_tlsext_status_cb(ctx, GatewayStaple);
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
 						   (interop_require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
 						   NULL);

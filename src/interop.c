@@ -458,15 +458,26 @@ _PG_init(void)
 							 NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("interop.revocation_check",
-							 "What a certificate whose issuer's revocation list is unknown here gets.",
-							 "require: refused (IX012, 503 revocation_unknown) when the certificate names a CRL distribution point, "
-							 "accepted when it names none; best_effort: accepted.",
+							 "What a certificate whose revocation status is unknown here gets.",
+							 "Known: its issuer's CRL is current, or a fresh OCSP answer is stored or stapled. "
+							 "require: refused (IX012, 503 revocation_unknown) when the certificate names a CRL distribution point "
+							 "or an OCSP responder, accepted when it names neither; best_effort: accepted.",
 							 &interop_revocation_check,
 							 REVOCATION_REQUIRE,
 							 revocation_check_options,
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.ocsp_max_age",
+							"How long an OCSP answer counts after its thisUpdate.",
+							"An answer also stops counting at its nextUpdate. The sync worker asks again when half of "
+							"that time is left; an answer that says revoked counts for ever.",
+							&interop_ocsp_max_age,
+							3600, 1, 86400 * 365,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("interop.accept_untyped_messages",
 							 "Whether messages of peers that still run interop 0.1.0 are accepted.",

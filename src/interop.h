@@ -301,6 +301,30 @@ extern X509_STORE *LoadTrustStore(void);
 extern int	TrustVerifyCallback(int ok, X509_STORE_CTX *ctx);
 extern bool TrustRelationsChanged(Oid relid);
 extern void InvalidateTrustCache(void);
+extern char *CertificateFingerprint(X509 *cert);
+extern char *CertificateSubject(X509 *cert);
+extern void RecordChainForOcsp(STACK_OF(X509) *chain);
+
+/* in ocsp.c */
+typedef struct OcspVerdict
+{
+	int			status;			/* V_OCSP_CERTSTATUS_GOOD, _REVOKED or _UNKNOWN */
+	time_t		revoked_at;
+	time_t		this_update;
+	time_t		next_update;	/* 0: the answer names none */
+} OcspVerdict;
+extern int	interop_ocsp_max_age;
+extern bool OcspResponderUrl(X509 *cert, char *url, size_t size);
+extern bool OcspResponderOnly(X509 *cert);
+extern bool OcspFresh(const OcspVerdict *v, time_t now, time_t *until);
+extern bool OcspCheckResponse(X509_STORE *store, const unsigned char *der, long len, X509 *cert,
+							  X509 *issuer, OcspVerdict *v, char *why, size_t size);
+extern const OcspVerdict *OcspFind(X509_STORE *store, X509 *cert);
+extern bool OcspStaple(X509_STORE *store, X509 *cert, unsigned char **der, int *len);
+extern void OcspLoadInto(X509_STORE *store);
+extern void OcspRememberStaple(X509 *cert, const OcspVerdict *v);
+extern void OcspForgetStaples(void);
+extern bool RecordOcspSubject(X509 *cert, X509 *issuer, const char *url);
 
 /* in protocol.c */
 #define MAX_CURSOR_SIZE 8192	/* bytes of a provider's cursor a consumer keeps */
@@ -393,6 +417,9 @@ typedef struct PeerCall
 	char		expected[256];	/* the member id the peer's certificate must name */
 	char		presented[256];
 	bool		mismatch;
+	bool		staple_needed;	/* revocation unknown here: the server must staple */
+	bool		ocsp_revoked;	/* ocsp_problem says the certificate is revoked */
+	char		ocsp_problem[512];	/* why the server's OCSP status refused it */
 	char		errbuf[CURL_ERROR_SIZE];
 } PeerCall;
 
@@ -468,6 +495,8 @@ struct Transfer
 	char	   *member;			/* the member id the peer must be; NULL: plain HTTP */
 	char	   *url;
 	char	   *request;		/* POSTed when set, else a GET */
+	int			request_len;	/* its length; 0: strlen(request) */
+	const char *content_type;	/* of the request; NULL: application/jose */
 	char	   *etag_sent;		/* sent as If-None-Match */
 	char		etag_got[128];
 	struct curl_slist *headers;
@@ -510,6 +539,7 @@ extern const TransferKind catalog_transfers;
 
 /* in crlfetch.c */
 extern const TransferKind crl_transfers;
+extern const TransferKind ocsp_transfers;	/* in ocsp.c */
 
 /* in subscribe.c */
 extern const TransferKind subscription_transfers;

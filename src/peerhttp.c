@@ -37,6 +37,7 @@
 
 #include <curl/curl.h>
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
@@ -123,11 +124,29 @@ PeerBodyReset(PeerBody *b)
 static int
 PeerVerify(int ok, X509_STORE_CTX *ctx)
 {
+	SSL		   *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	PeerCall   *call = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), call_index) : NULL;
+
 	ok = TrustVerifyCallback(ok, ctx);
+
+	/*
+	 * The server's own status unknown here, and it names an OCSP responder:
+	 * its stapled answer decides, in PeerStatus once the handshake has it
+	 */
+	if (!ok && call != NULL && X509_STORE_CTX_get_error_depth(ctx) == 0 &&
+		X509_STORE_CTX_get_error(ctx) == X509_V_ERR_UNABLE_TO_GET_CRL)
+	{
+		char		url[2048];
+
+		if (OcspResponderUrl(X509_STORE_CTX_get_current_cert(ctx), url, sizeof(url)))
+		{
+			call->staple_needed = true;
+			X509_STORE_CTX_set_error(ctx, X509_V_OK);
+			ok = 1;
+		}
+	}
 	if (ok && X509_STORE_CTX_get_error_depth(ctx) == 0)
 	{
-		SSL		   *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
-		PeerCall   *call = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), call_index) : NULL;
 		X509_NAME  *name = X509_get_subject_name(X509_STORE_CTX_get_current_cert(ctx));
 		char		cn[256] = "";
 
@@ -143,6 +162,59 @@ PeerVerify(int ok, X509_STORE_CTX *ctx)
 		}
 	}
 	return ok;
+}
+
+/*
+ * PeerStatus - OpenSSL's status callback, after the server's certificate
+ * was verified: a stapled OCSP answer, checked as a fetched one is, that
+ * says revoked refuses the server; one that is fresh and good stands for
+ * the status this node did not know (PeerVerify); with neither, a server
+ * whose status was unknown is refused.  No palloc, no ERROR: it runs
+ * inside libcurl.
+ */
+static int
+PeerStatus(SSL *ssl, void *arg)
+{
+	PeerCall   *call = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), call_index);
+	const unsigned char *der = NULL;
+	long		len = SSL_get_tlsext_status_ocsp_resp(ssl, &der);
+	STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
+	char		why[256] = "";
+
+	if (call == NULL)
+		return 0;
+	if (len > 0 && der != NULL && chain != NULL && sk_X509_num(chain) >= 2)
+	{
+		OcspVerdict v;
+
+		if (OcspCheckResponse(tls_identity.store, der, len, sk_X509_value(chain, 0), sk_X509_value(chain, 1),
+							  &v, why, sizeof(why)))
+		{
+			if (v.status == V_OCSP_CERTSTATUS_REVOKED)
+			{
+				call->ocsp_revoked = true;
+				snprintf(call->ocsp_problem, sizeof(call->ocsp_problem),
+						 "its certificate was revoked, as the OCSP answer it stapled says");
+				return 0;
+			}
+			if (v.status == V_OCSP_CERTSTATUS_GOOD && OcspFresh(&v, time(NULL), NULL))
+			{
+				OcspRememberStaple(sk_X509_value(chain, 0), &v);
+				call->staple_needed = false;
+				return 1;
+			}
+			snprintf(why, sizeof(why), "the answer it stapled is %s",
+					 v.status == V_OCSP_CERTSTATUS_GOOD ? "no longer fresh (interop.ocsp_max_age)" : "\"unknown\"");
+		}
+	}
+	if (call->staple_needed)
+	{
+		snprintf(call->ocsp_problem, sizeof(call->ocsp_problem),
+				 "this node has no current revocation list of its certificate's issuer nor a fresh OCSP answer about it, "
+				 "and %s", why[0] ? why : "it stapled none");
+		return 0;
+	}
+	return 1;
 }
 
 /* PeerSslCtx - libcurl's SSL_CTX callback: our identity, trust and check */
@@ -166,6 +238,9 @@ PeerSslCtx(CURL *curl, void *sslctx, void *parm)
 		!SSL_CTX_set_ex_data(ctx, call_index, parm))
 		return CURLE_SSL_CERTPROBLEM;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, PeerVerify);
+	/* ask for the server's OCSP answer: it may stand for one this node lacks */
+	SSL_CTX_set_tlsext_status_type(ctx, TLSEXT_STATUSTYPE_ocsp);
+	SSL_CTX_set_tlsext_status_cb(ctx, PeerStatus);
 	if (SSL_CTX_use_certificate(ctx, id->leaf) != 1 ||
 		SSL_CTX_use_PrivateKey(ctx, id->key) != 1)
 		return CURLE_SSL_CERTPROBLEM;
@@ -257,6 +332,9 @@ PeerCallBegin(CURL *easy, PeerCall *call, const char *member, const char *url)
 	strlcpy(call->expected, member, sizeof(call->expected));
 	call->presented[0] = '\0';
 	call->mismatch = false;
+	call->staple_needed = false;
+	call->ocsp_revoked = false;
+	call->ocsp_problem[0] = '\0';
 	call->errbuf[0] = '\0';
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) interop_request_timeout);
@@ -323,6 +401,17 @@ PeerFailureOf(CURLcode rc, const char *url, const PeerCall *call, bool too_large
 		f.detail = psprintf("Its TLS certificate names \"%s\".", call->presented);
 		f.hint = "Check the base URL of the peer with SELECT * FROM interop.peer.";
 	}
+	else if (call->ocsp_problem[0] != '\0')
+	{
+		f.sqlstate = call->ocsp_revoked ? ERRCODE_INTEROP_CERTIFICATE_REVOKED : ERRCODE_INTEROP_REVOCATION_UNKNOWN;
+		f.message = call->ocsp_revoked ?
+			psprintf("TLS certificate of peer %s has been revoked", call->expected) :
+			psprintf("revocation status of the TLS certificate of peer %s is unknown", call->expected);
+		f.detail = psprintf("URL %s: %s.", url, call->ocsp_problem);
+		f.hint = call->ocsp_revoked ? "The peer needs a new certificate from its CA." :
+			"The sync worker asks the OCSP responder named in the certificate and keeps the answers in interop.ocsp_response "
+			"(see last_error there); or set interop.revocation_check = best_effort.";
+	}
 	else if (rc == CURLE_OPERATION_TIMEDOUT)
 	{
 		f.sqlstate = ERRCODE_CONNECTION_FAILURE;
@@ -336,6 +425,14 @@ PeerFailureOf(CURLcode rc, const char *url, const PeerCall *call, bool too_large
 		f.message = psprintf("peer %s refused this node's TLS certificate: it has expired", call->expected);
 		f.hint = "This node's own certificate is out of date: send interop.certificate_request() to the federation CA "
 			"and install the new chain with interop.install_certificate(); GET /v1/health says so too.";
+	}
+	else if (strstr(why, "certificate problem: certificate revoked") != NULL)
+	{
+		f.sqlstate = ERRCODE_INTEROP_CERTIFICATE_REVOKED;
+		f.message = psprintf("TLS certificate of peer %s has been revoked", call->expected);
+		f.detail = psprintf("URL %s: %s.  Its CA's revocation list or OCSP responder says so (interop.crl, interop.ocsp_response).",
+							url, why);
+		f.hint = "The peer needs a new certificate from its CA.";
 	}
 	else if (strstr(why, "alert certificate revoked") != NULL)
 	{

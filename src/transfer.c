@@ -9,6 +9,7 @@
  *	  async.c		 asynchronous queries (POST /v1/query, with retries)
  *	  catalog.c		 peers' catalogs (GET /v1/catalog, with ETags)
  *	  crlfetch.c	 revocation lists from distribution points (plain HTTP)
+ *	  ocsp.c		 OCSP answers from responders (plain HTTP, signed)
  *	  subscribe.c	 subscription pulls (POST /v1/changes)
  *
  * Each round of the worker (TransferRound):
@@ -44,7 +45,7 @@
 
 /* the kinds, in the order they are started each round */
 static const TransferKind *const kinds[] = {
-	&async_transfers, &catalog_transfers, &crl_transfers, &subscription_transfers
+	&async_transfers, &catalog_transfers, &crl_transfers, &ocsp_transfers, &subscription_transfers
 };
 
 static Transfer transfers[TRANSFER_SLOTS];
@@ -151,6 +152,8 @@ ClaimTransfer(const TransferKind *kind, const char *name, const char *member, co
 	t->member = member ? pstrdup(member) : NULL;
 	t->url = pstrdup(url);
 	t->request = NULL;
+	t->request_len = 0;
+	t->content_type = NULL;
 	t->etag_sent = NULL;
 	t->data = NULL;
 	return t;
@@ -165,10 +168,11 @@ TransferStart(Transfer *t)
 	t->rc = CURLE_OK;
 	t->started = GetCurrentTimestamp();
 	t->etag_got[0] = '\0';
-	t->headers = curl_slist_append(NULL, "Accept: application/jose");
+	t->headers = curl_slist_append(NULL, t->content_type ? "Accept: */*" : "Accept: application/jose");
 	t->headers = curl_slist_append(t->headers, "Expect:");
 	if (t->request)
-		t->headers = curl_slist_append(t->headers, "Content-Type: application/jose");
+		t->headers = curl_slist_append(t->headers, psprintf("Content-Type: %s",
+															t->content_type ? t->content_type : "application/jose"));
 	else if (t->etag_sent)
 		t->headers = curl_slist_append(t->headers, psprintf("If-None-Match: %s", t->etag_sent));
 	PeerCallBegin(t->easy, &t->call, t->member ? t->member : t->url, t->url);
@@ -176,13 +180,14 @@ TransferStart(Transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, &t->got);
 	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, CatchEtag);
 	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
-	/* a CRL is signed, and distribution points are plain HTTP */
+	/* a CRL or an OCSP answer is signed, and their sources are plain HTTP */
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, t->member ? "https" : "http");
 	if (t->request)
 	{
 		curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->request);
-		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->request));
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE,
+						 (long) (t->request_len ? t->request_len : strlen(t->request)));
 	}
 	else
 		curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L);

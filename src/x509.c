@@ -53,6 +53,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
 
 
@@ -113,7 +114,7 @@ ParseCertificatesPEM(const char *pem, const char *what)
 }
 
 /* CertificateSubject - one-line subject of a certificate, palloc'd */
-static char *
+char *
 CertificateSubject(X509 *cert)
 {
 	char	   *s = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0);
@@ -156,8 +157,6 @@ CertificateMemberId(X509 *cert)
 	return canonical;
 }
 
-static char *CertificateFingerprint(X509 *cert);
-
 /* ---- certificates seen ---- */
 
 /*
@@ -169,6 +168,16 @@ static char *CertificateFingerprint(X509 *cert);
  */
 static STACK_OF(X509) *refused_chains[8];
 static int	refused_chains_n = 0;
+
+/* set while VerifyChainKnownRevocation() runs */
+static bool revocation_unknown_ok = false;
+
+/*
+ * What the verify callback learnt from OCSP during one verification, for
+ * its error message and the chain cache's window
+ */
+static const OcspVerdict *ocsp_revoked = NULL;	/* the answer that said revoked */
+static time_t ocsp_until = 0;	/* the first answer relied on stops counting */
 
 
 
@@ -183,6 +192,7 @@ int			interop_revocation_check = REVOCATION_REQUIRE;
  */
 static List *seen_cas = NIL;	/* PEM, TopMemoryContext */
 static List *seen_cdps = NIL;	/* URLs, TopMemoryContext */
+static List *seen_ocsp = NIL;	/* SeenOcsp, TopMemoryContext */
 static HTAB *seen_chains = NULL;	/* digests of chains already noted */
 static bool recording_seen = false; /* RecordSeenCertificates() under way */
 
@@ -223,6 +233,14 @@ CertificateCdps(X509 *cert, List *urls)
 	sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
 	return urls;
 }
+
+/* a certificate that names an OCSP responder, and its issuer, as PEM */
+typedef struct SeenOcsp
+{
+	char	   *cert;
+	char	   *issuer;
+	char	   *url;
+} SeenOcsp;
 
 /*
  * SeenChain - note the intermediate CAs and distribution points of a chain
@@ -279,7 +297,18 @@ SeenChain(STACK_OF(X509) *chain)
 	{
 		X509	   *c = sk_X509_value(chain, i);
 
+		char		url[2048];
+
 		seen_cdps = CertificateCdps(c, seen_cdps);
+		if (i < sk_X509_num(chain) - 1 && OcspResponderUrl(c, url, sizeof(url)))
+		{
+			SeenOcsp   *o = palloc(sizeof(SeenOcsp));
+
+			o->cert = CertificatePEM(c);
+			o->issuer = CertificatePEM(sk_X509_value(chain, i + 1));
+			o->url = pstrdup(url);
+			seen_ocsp = lappend(seen_ocsp, o);
+		}
 		/* the CAs between the leaf and the anchor */
 		if (i > 0 && i < sk_X509_num(chain) - 1)
 			seen_cas = lappend(seen_cas, CertificatePEM(c));
@@ -362,6 +391,7 @@ RecordSeenCertificates(void)
 	int			added = 0;
 	List	   *cas;
 	List	   *cdps;
+	List	   *ocsp;
 
 	/*
 	 * The last write failed (its transaction aborted, say on a full disk):
@@ -375,16 +405,70 @@ RecordSeenCertificates(void)
 	NoteRefusedChains();
 	cas = seen_cas;
 	cdps = seen_cdps;
-	seen_cas = seen_cdps = NIL;
+	ocsp = seen_ocsp;
+	seen_cas = seen_cdps = seen_ocsp = NIL;
 	recording_seen = true;
 	foreach(lc, cas)
 		RecordCaCertificate(sk_X509_value(ParseCertificatesPEM(lfirst(lc), "certificate authority"), 0));
 	foreach(lc, cdps)
 		added += RecordCrlSource(lfirst(lc)) ? 1 : 0;
+	foreach(lc, ocsp)
+	{
+		SeenOcsp   *o = lfirst(lc);
+
+		added += RecordOcspSubject(sk_X509_value(ParseCertificatesPEM(o->cert, "certificate"), 0),
+								   sk_X509_value(ParseCertificatesPEM(o->issuer, "certificate"), 0),
+								   o->url) ? 1 : 0;
+		pfree(o->cert);
+		pfree(o->issuer);
+		pfree(o->url);
+	}
 	recording_seen = false;
 	list_free_deep(cas);
 	list_free_deep(cdps);
+	list_free_deep(ocsp);
 	return added;
+}
+
+/*
+ * RecordChainForOcsp - the certificates of the node's own chain that name
+ * an OCSP responder, for the sync worker to ask about (their answers are
+ * the ones the gateway staples); connected to SPI.  The chain is verified
+ * up to an anchor first, without revocation checks: its own status is
+ * what is to be fetched.
+ */
+void
+RecordChainForOcsp(STACK_OF(X509) *chain)
+{
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	STACK_OF(X509) *untrusted = sk_X509_new_null();
+	STACK_OF(X509) *verified = NULL;
+
+	for (int i = 1; i < sk_X509_num(chain); i++)
+		sk_X509_push(untrusted, sk_X509_value(chain, i));
+	if (ctx != NULL && untrusted != NULL && sk_X509_num(chain) > 0 &&
+		X509_STORE_CTX_init(ctx, LoadTrustStore(), sk_X509_value(chain, 0), untrusted))
+	{
+		X509_VERIFY_PARAM_clear_flags(X509_STORE_CTX_get0_param(ctx),
+									  X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+		revocation_unknown_ok = true;
+		if (X509_verify_cert(ctx) == 1)
+			verified = X509_STORE_CTX_get1_chain(ctx);
+		revocation_unknown_ok = false;
+	}
+	X509_STORE_CTX_free(ctx);
+	sk_X509_free(untrusted);
+	ERR_clear_error();
+	if (verified == NULL)
+		return;
+	OwnX509Stack(verified);
+	for (int i = 0; i < sk_X509_num(verified) - 1; i++)
+	{
+		char		url[2048];
+
+		if (OcspResponderUrl(sk_X509_value(verified, i), url, sizeof(url)))
+			(void) RecordOcspSubject(sk_X509_value(verified, i), sk_X509_value(verified, i + 1), url);
+	}
 }
 
 /* ---- trust store ---- */
@@ -392,6 +476,7 @@ RecordSeenCertificates(void)
 static X509_STORE *trust_store = NULL;
 static Oid	trust_anchor_relid = InvalidOid;
 static Oid	crl_relid = InvalidOid;
+static Oid	ocsp_relid = InvalidOid;
 
 /* chain cache */
 typedef struct ChainCacheEntry
@@ -438,6 +523,7 @@ InvalidateTrustCache(void)
 {
 	RetireAtTransactionEnd(FreeTrustStore, trust_store);
 	trust_store = NULL;
+	OcspForgetStaples();
 	RetireAtTransactionEnd(FreeChainCache, chain_cache);
 	chain_cache = NULL;
 }
@@ -446,11 +532,10 @@ InvalidateTrustCache(void)
 bool
 TrustRelationsChanged(Oid relid)
 {
-	return relid == InvalidOid || relid == trust_anchor_relid || relid == crl_relid;
+	return relid == InvalidOid || relid == trust_anchor_relid || relid == crl_relid ||
+		relid == ocsp_relid;
 }
 
-/* set while VerifyChainKnownRevocation() runs */
-static bool revocation_unknown_ok = false;
 
 /* NamesCdp - does a certificate name a CRL distribution point? */
 static bool
@@ -464,38 +549,59 @@ NamesCdp(X509 *cert)
 }
 
 /*
- * TrustVerifyCallback - interop.revocation_check for a certificate whose
- * issuer has no current CRL here: accepted when it names no distribution
- * point or the policy is best_effort; otherwise the verification fails
- * with X509_V_ERR_UNABLE_TO_GET_CRL, which VerifyChainWindow reports as
- * IX012.  The TLS code chains its own checks after it.
+ * TrustVerifyCallback - revocation by OCSP, and interop.revocation_check
+ * for a certificate whose status is not known here.  A stored OCSP answer
+ * that says revoked refuses the certificate, whatever its CRL says.  A
+ * certificate whose issuer has no current CRL here is accepted when a
+ * fresh OCSP answer says good, when it names neither a distribution point
+ * nor a responder (or is a responder's own, marked not to be checked), or
+ * when the policy is best_effort; otherwise the verification fails with
+ * X509_V_ERR_UNABLE_TO_GET_CRL, which VerifyChainWindow reports as IX012.
+ * The TLS code chains its own checks after it.
  */
 int
 TrustVerifyCallback(int ok, X509_STORE_CTX *ctx)
 {
-	if (!ok)
+	X509	   *cert = X509_STORE_CTX_get_current_cert(ctx);
+	const OcspVerdict *v = OcspFind(X509_STORE_CTX_get0_store(ctx), cert);
+	int			err = ok ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+
+	if (v != NULL && v->status == V_OCSP_CERTSTATUS_REVOKED &&
+		(ok || err == X509_V_ERR_UNABLE_TO_GET_CRL || err == X509_V_ERR_CRL_HAS_EXPIRED))
 	{
-		int			err = X509_STORE_CTX_get_error(ctx);
+		ocsp_revoked = v;
+		X509_STORE_CTX_set_error(ctx, X509_V_ERR_CERT_REVOKED);
+		return 0;
+	}
+	if (!ok && (err == X509_V_ERR_UNABLE_TO_GET_CRL || err == X509_V_ERR_CRL_HAS_EXPIRED))
+	{
+		time_t		until;
+		char		url[2048];
 
-		if (err == X509_V_ERR_UNABLE_TO_GET_CRL || err == X509_V_ERR_CRL_HAS_EXPIRED)
+		if (v != NULL && v->status == V_OCSP_CERTSTATUS_GOOD && OcspFresh(v, time(NULL), &until))
 		{
-			if (interop_revocation_check == REVOCATION_BEST_EFFORT || revocation_unknown_ok ||
-				!NamesCdp(X509_STORE_CTX_get_current_cert(ctx)))
-			{
-				X509_STORE_CTX_set_error(ctx, X509_V_OK);
-				return 1;
-			}
-			/* checked and noted later, outside OpenSSL (NoteRefusedChains) */
-			if (InBackgroundWorker() && refused_chains_n < lengthof(refused_chains))
-			{
-				STACK_OF(X509) *chain = X509_STORE_CTX_get1_chain(ctx);
-
-				if (chain != NULL)
-					refused_chains[refused_chains_n++] = chain;
-			}
-			X509_STORE_CTX_set_error(ctx, X509_V_ERR_UNABLE_TO_GET_CRL);
-			return 0;
+			if (ocsp_until == 0 || until < ocsp_until)
+				ocsp_until = until;
+			X509_STORE_CTX_set_error(ctx, X509_V_OK);
+			return 1;
 		}
+		if (interop_revocation_check == REVOCATION_BEST_EFFORT || revocation_unknown_ok ||
+			(!NamesCdp(cert) && !OcspResponderUrl(cert, url, sizeof(url))) ||
+			OcspResponderOnly(cert))
+		{
+			X509_STORE_CTX_set_error(ctx, X509_V_OK);
+			return 1;
+		}
+		/* checked and noted later, outside OpenSSL (NoteRefusedChains) */
+		if (InBackgroundWorker() && refused_chains_n < lengthof(refused_chains))
+		{
+			STACK_OF(X509) *chain = X509_STORE_CTX_get1_chain(ctx);
+
+			if (chain != NULL)
+				refused_chains[refused_chains_n++] = chain;
+		}
+		X509_STORE_CTX_set_error(ctx, X509_V_ERR_UNABLE_TO_GET_CRL);
+		return 0;
 	}
 	return ok;
 }
@@ -521,6 +627,7 @@ LoadTrustStore(void)
 	nsp = get_namespace_oid("interop", false);
 	trust_anchor_relid = get_relname_relid("trust_anchor", nsp);
 	crl_relid = get_relname_relid("crl", nsp);
+	ocsp_relid = get_relname_relid("ocsp_response", nsp);
 
 	ERR_clear_error();
 	store = X509_STORE_new();
@@ -566,6 +673,8 @@ LoadTrustStore(void)
 				ERR_clear_error();
 			X509_CRL_free(crl);
 		}
+		/* the OCSP answers, checked against the anchors just loaded */
+		OcspLoadInto(store);
 		SPI_finish();
 	}
 	PG_CATCH();
@@ -635,6 +744,8 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 		sk_X509_free(untrusted);
 		OpenSSLError(ERRCODE_OUT_OF_MEMORY, "could not set up certificate verification", NULL);
 	}
+	ocsp_revoked = NULL;
+	ocsp_until = 0;
 	ok = X509_verify_cert(ctx);
 	if (ok != 1)
 	{
@@ -662,6 +773,9 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 			if (na < *not_after)
 				*not_after = na;
 		}
+		/* a status known from OCSP holds as long as its answer */
+		if (ocsp_until != 0 && ocsp_until < *not_after)
+			*not_after = ocsp_until;
 	}
 	X509_STORE_CTX_free(ctx);
 
@@ -717,6 +831,8 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 					STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(bad ? bad : leaf, NID_crl_distribution_points, NULL, NULL);
 					char	   *issuer = X509_NAME_oneline(X509_get_issuer_name(bad ? bad : leaf), NULL, 0);
 					char	   *where = pstrdup("");
+					char		responder[2048];
+					bool		has_responder = OcspResponderUrl(bad ? bad : leaf, responder, sizeof(responder));
 
 					for (int j = 0; j < sk_DIST_POINT_num(dps) && where[0] == '\0'; j++)
 					{
@@ -734,14 +850,29 @@ VerifyChainWindow(STACK_OF(X509) *chain, time_t *not_before, time_t *not_after)
 					ereport(ERROR,
 							(errcode(ERRCODE_INTEROP_REVOCATION_UNKNOWN),
 							 errmsg("revocation status of certificate \"%s\" is unknown", subject),
+							 has_responder ?
+							 errdetail("This node has no current revocation list of its issuer \"%s\" (chain depth %d)%s%s, "
+									   "and no fresh OCSP answer (interop.ocsp_max_age %d s) from the responder it names, %s.",
+									   issuer ? issuer : "(unknown)", depth, where[0] ? ", which publishes one at " : "", where,
+									   interop_ocsp_max_age, responder) :
 							 errdetail("This node has no current revocation list of its issuer \"%s\" (chain depth %d), which publishes one%s%s.",
 									   issuer ? issuer : "(unknown)", depth, where[0] ? " at " : "", where),
+							 has_responder ?
+							 errhint("The sync worker asks the responder about every certificate it has seen and keeps the answers in interop.ocsp_response "
+									 "(see last_error there); or accept unknown status with interop.revocation_check = best_effort.") :
 							 errhint("The sync worker fetches revocation lists from the distribution points it sees, every interop.sync_interval; "
 									 "install one now with interop.add_crl(), or accept unknown status with interop.revocation_check = best_effort.")));
 					OPENSSL_free(issuer);
 				}
 				break;
 			case X509_V_ERR_CERT_REVOKED:
+				if (ocsp_revoked != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_INTEROP_CERTIFICATE_REVOKED),
+							 errmsg("certificate has been revoked"),
+							 errdetail("Certificate \"%s\" (chain depth %d) was revoked at %s, as its OCSP responder answered.",
+									   subject, depth,
+									   ocsp_revoked->revoked_at ? timestamptz_to_str(time_t_to_timestamptz(ocsp_revoked->revoked_at)) : "(unknown)")));
 				ereport(ERROR,
 						(errcode(ERRCODE_INTEROP_CERTIFICATE_REVOKED),
 						 errmsg("certificate has been revoked"),
@@ -943,7 +1074,7 @@ TrustedSignerKey(const char **x5c, const size_t *lens, int n, const char **membe
 }
 
 /* CertificateFingerprint - hex SHA-256 of a certificate's DER, palloc'd */
-static char *
+char *
 CertificateFingerprint(X509 *cert)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];

@@ -13,7 +13,7 @@ use IO::Socket::INET;
 use POSIX ();
 use Exporter 'import';
 our @EXPORT = qw(sh slurp spew federation_ca new_node new_standby set_setting gateway_url wait_for_gateway
-  curl_gateway node_chain_file node_key_file in_child stop_child serve_files $TOP $TESTCA $JWS);
+  curl_gateway node_chain_file node_key_file in_child stop_child serve_files serve_ocsp $TOP $TESTCA $JWS);
 
 our $TOP    = abs_path(dirname(__FILE__) . '/../..');
 our $TESTCA = "$TOP/test/certs/testca";
@@ -190,6 +190,51 @@ sub serve_files
 				  . length($body) . "\r\n\r\n$body";
 			}
 			else { print $c "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n" }
+			close $c;
+		}
+	});
+	close $server;
+	return $pid;
+}
+
+# serve_ocsp(PORT, CA, RESPONDER, NMIN): an OCSP responder on loopback for
+# the certificates of CA (a testca directory): each POSTed request is
+# answered by "openssl ocsp" from CA's index.txt as it is at that moment,
+# signed with RESPONDER.key (RESPONDER.crt), nextUpdate NMIN minutes on
+# (none when 0).  Every request is counted in CA/ocsp.count.  Returns the
+# child's pid.
+sub serve_ocsp
+{
+	my ($port, $ca, $responder, $nmin) = @_;
+	my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+		Listen => 8, ReuseAddr => 1) or die "cannot listen on $port: $!";
+	my $pid = in_child(sub {
+		my $n = 0;
+		while (my $c = $server->accept)
+		{
+			binmode $c;
+			my $line = <$c> // '';
+			my $len = 0;
+			while (my $h = <$c>)
+			{
+				last if $h =~ /^\r?\n$/;
+				$len = $1 if $h =~ /^Content-Length:\s*(\d+)/i;
+			}
+			my $body = '';
+			read($c, $body, $len) if $len > 0 && $len < 65536;
+			spew("$ca/ocsp.req", $body);
+			my $next = $nmin ? "-nmin $nmin" : '';
+			system("openssl ocsp -index $ca/index.txt -CA $ca/ca.crt -rsigner $responder.crt "
+				  . "-rkey $responder.key -reqin $ca/ocsp.req -respout $ca/ocsp.resp $next >/dev/null 2>&1");
+			spew("$ca/ocsp.count", ++$n);
+			if ($line =~ /^POST / && -s "$ca/ocsp.resp")
+			{
+				my $resp = slurp("$ca/ocsp.resp");
+				print $c "HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: "
+				  . length($resp) . "\r\n\r\n$resp";
+			}
+			else { print $c "HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n" }
+			unlink "$ca/ocsp.resp";
 			close $c;
 		}
 	});
