@@ -91,7 +91,7 @@ isnt($ok, 0, 'a staple older than interop.ocsp_max_age does not count');
 like($err, qr/revocation status of the TLS certificate of peer \Q$POP\E is unknown/, 'the refusal says the status is unknown');
 like($err, qr/OCSP answer .* stapled none/, 'and that the provider stapled no fresh answer');
 $sclient = `echo | openssl s_client -connect 127.0.0.1:$pop->{interop_port} -status -CAfile $ca/fedroot/ca.crt -cert @{[node_chain_file($tax)]} -key @{[node_key_file($tax)]} 2>&1`;
-like($sclient, qr/OCSP response: no response sent/, 'the gateway staples nothing stale');
+like($sclient, qr/OCSP responses?: no responses? sent/, 'the gateway staples nothing stale');
 like($pop->safe_psql('postgres', q{
 	SELECT last_error FROM interop.ocsp_response WHERE subject LIKE '%population'}),
 	qr/could not reach the OCSP responder \Q$url\E/, 'the failed fetches are recorded');
