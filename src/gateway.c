@@ -865,6 +865,20 @@ HandleNotDurable(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt, co
 	RefuseUnread(hreq, x, cxt, 503, "not_durable", psprintf("%s; retry later", problem));
 }
 
+/*
+ * HandleNotTimestamped - 503 to a query or a page of changes while the
+ * seals have waited longer than interop.max_timestamp_gap for a timestamp
+ * (TimestampGapProblem): an exchange the node could not prove later is not
+ * made.  Signed and bound to the request like HandleNotDurable's; the
+ * consumer retries.
+ */
+static void
+HandleNotTimestamped(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt, const char *problem)
+{
+	x->log.error_code = "not_timestamped";
+	RefuseUnread(hreq, x, cxt, 503, "not_timestamped", psprintf("%s; retry later", problem));
+}
+
 /* how long a failed write to the log keeps the node not ready */
 #define LOG_FAILURE_HOLD_S 30
 
@@ -874,7 +888,9 @@ HandleNotDurable(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt, co
  * with a certificate valid at this moment, the last write to the message
  * log did not fail (within LOG_FAILURE_HOLD_S), a log record would be
  * durable on a synchronous standby where interop.require_synchronous_log
- * asks for it, and the gateway is not shutting down; else 503 and
+ * asks for it, the seals have not waited longer than
+ * interop.max_timestamp_gap for a timestamp, and the gateway is not
+ * shutting down; else 503 and
  * "not_ready", with the checks that failed.  (A standby runs no gateway:
  * the probe finds nothing listening there, so a load balancer that probes
  * every node sends traffic to the primary only.)
@@ -889,6 +905,7 @@ HandleHealth(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	bool		ready;
 	bool		log_failing;
 	char	   *not_durable;
+	char	   *not_timestamped;
 
 	PG_TRY();
 	{
@@ -919,7 +936,9 @@ HandleHealth(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 
 	log_failing = LogWriteFailing(LOG_FAILURE_HOLD_S, why, sizeof(why));
 	not_durable = SynchronousLogProblem();
-	ready = member != NULL && certificate == NULL && !log_failing && not_durable == NULL && !shutdown_requested;
+	not_timestamped = TimestampGapProblem();
+	ready = member != NULL && certificate == NULL && !log_failing && not_durable == NULL &&
+		not_timestamped == NULL && !shutdown_requested;
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"status\":\"%s\",\"member\":", ready ? "ok" : "not_ready");
@@ -946,6 +965,11 @@ HandleHealth(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 		if (not_durable)
 		{
 			escape_json(&buf, not_durable);
+			appendStringInfoChar(&buf, ',');
+		}
+		if (not_timestamped)
+		{
+			escape_json(&buf, not_timestamped);
 			appendStringInfoChar(&buf, ',');
 		}
 		if (shutdown_requested)
@@ -1063,6 +1087,7 @@ HandleMetrics(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 					   "Time since each subscription was last known to be in sync (no sample before its first sync).",
 					   "SELECT provider::text || '/' || service, "
 					   "extract(epoch FROM clock_timestamp() - synced_at)::float8 FROM interop.subscription ORDER BY 1");
+		TimestampMetrics(&buf);
 		extra = MemoryContextStrdup(cxt, buf.data);
 		EndRequest(cxt);
 	}
@@ -1100,7 +1125,7 @@ static const char openapi_json[] =
 "\"413\":{\"description\":\"too_large\"},"
 "\"429\":{\"description\":\"overloaded: retry with a new connection\"},"
 "\"500\":{\"description\":\"internal_error or timeout\"},"
-"\"503\":{\"description\":\"not_durable (no synchronous standby confirms the log) or shutting_down: retry\"}}}},"
+"\"503\":{\"description\":\"not_durable (no synchronous standby confirms the log), not_timestamped (the seals have waited too long for a timestamp) or shutting_down: retry\"}}}},"
 "\"/v1/changes\":{\"post\":{\"summary\":\"Pull the rows of a service that tracks changes: a copy in pages, then the changes after a cursor\","
 "\"requestBody\":{\"required\":true,\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\",\"description\":\"JWS whose payload has the request claims and since (the cursor from the last answer's next, or null)\"}}}},"
 "\"responses\":{"
@@ -1111,7 +1136,7 @@ static const char openapi_json[] =
 "\"404\":{\"description\":\"unknown_service, or a service that does not track changes\"},"
 "\"410\":{\"description\":\"cursor_expired: start again with since = null\"},"
 "\"500\":{\"description\":\"internal_error or timeout\"},"
-"\"503\":{\"description\":\"not_ready, not_durable or shutting_down: try again later\"}}}},"
+"\"503\":{\"description\":\"not_ready, not_durable, not_timestamped or shutting_down: try again later\"}}}},"
 "\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
 "\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
 "\"401\":{\"description\":\"client_certificate_required\"}}}},"
@@ -1203,6 +1228,8 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	}
 	else if (route->by_service && (not_durable = SynchronousLogProblem()) != NULL)
 		HandleNotDurable(hreq, &x, cxt, not_durable);
+	else if (route->by_service && (not_durable = TimestampGapProblem()) != NULL)
+		HandleNotTimestamped(hreq, &x, cxt, not_durable);
 	else
 	{
 		route->handler(hreq, &x, cxt);

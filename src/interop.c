@@ -479,6 +479,26 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("interop.tsa_url",
+							   "URL of the RFC 3161 time-stamping authority that timestamps the seals (http://).",
+							   "Empty: seals are not timestamped. The TSA's certificate must chain to a trust anchor.",
+							   &interop_tsa_url,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("interop.max_timestamp_gap",
+							"How long a seal may wait for a timestamp before the gateway stops answering.",
+							"With interop.tsa_url set, past this the gateway answers queries and pages of changes "
+							"with 503 not_timestamped, and interop.verify_log() names seals timestamped later. "
+							"0: never.",
+							&interop_max_timestamp_gap,
+							14400, 0, 86400 * 365,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("interop.accept_untyped_messages",
 							 "Whether messages of peers that still run interop 0.1.0 are accepted.",
 							 "0.1.0 signs requests, answers and catalogs with typ \"JOSE\", as interop.sign() does. "

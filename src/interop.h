@@ -544,10 +544,23 @@ extern const TransferKind ocsp_transfers;	/* in ocsp.c */
 /* in subscribe.c */
 extern const TransferKind subscription_transfers;
 
+/* in tsa.c */
+extern char *interop_tsa_url;
+extern int	interop_max_timestamp_gap;
+extern const TransferKind tsa_transfers;
+extern bool TimestampingOn(void);
+extern bool TsaCheckToken(X509_STORE *store, const unsigned char *der, long len, const unsigned char *digest,
+						  TimestampTz *gen_time, char **tsa, bool *imprint_ok, char *why, size_t size);
+extern void PublishTimestampState(void);
+extern char *TimestampGapProblem(void);
+extern void TimestampMetrics(StringInfo buf);
+
 /* in stats.c */
 extern Size InteropStatsShmemSize(void);
 extern void NoteLogWrite(bool ok, const char *why);
 extern void CountRefusedHandshake(int alert);
+extern void NoteTimestampGap(TimestampTz since, const char *why);
+extern TimestampTz TimestampGapSince(char *why, size_t whylen);
 extern int	LogQueueDepth(void);
 extern bool LogWriteFailing(int within_s, char *why, size_t whylen);
 extern void InteropStatsShmemInit(void);

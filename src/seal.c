@@ -65,6 +65,9 @@
  */
 #define RECORD_DATE_SLACK (10 * 60 * USECS_PER_SEC)
 
+/* leeway for the clocks of the TSA and this node */
+#define TIMESTAMP_SKEW (5 * 60 * USECS_PER_SEC)
+
 /* a sealed log: its name and the columns its records are hashed over */
 typedef struct SealedLog
 {
@@ -435,7 +438,8 @@ InsertSeal(const char *log, const char *kind, int64 after, int64 upto, int64 cou
 					   Quote(st->member_id), Quote(NodeKeyId()), Quote(log), Quote(kind),
 					   after, upto, count, root ? Quote(root) : "null", prev ? Quote(prev) : "null",
 					   last_at ? Quote(timestamptz_to_str(last_at)) : "null",
-					   Quote(timestamptz_to_str(now)), extra ? extra : "");
+					   Quote(timestamptz_to_str(now)),
+					   psprintf("%s%s", TimestampingOn() ? ",\"timestamped\":true" : "", extra ? extra : ""));
 	jws = JwsSignJson(payload, strlen(payload), JWS_TYP_SEAL);
 
 	SET_VARSIZE(lv, VARHDRSZ + nleaves * LEAF_LEN);
@@ -601,6 +605,8 @@ typedef struct SealRow
 	TimestampTz sealed_at;
 	TimestampTz not_before;		/* records dated earlier are named (0: no bound) */
 	bool		pruned;
+	bool		timestamped;	/* made while timestamping was on (its payload says) */
+	TimestampTz stamped_at;		/* the time of its checked timestamp token (0: none) */
 } SealRow;
 
 typedef struct Problems
@@ -870,6 +876,7 @@ VerifySeal(Problems *p, SealRow *s, const char *expected_prev, int64 expected_af
 
 	if (jb == NULL)
 		return;
+	s->timestamped = PayloadField(jb, "timestamped") != NULL;
 	snprintf(num[0], 32, INT64_FORMAT, s->after);
 	snprintf(num[1], 32, INT64_FORMAT, s->upto);
 	snprintf(num[2], 32, INT64_FORMAT, s->count);
@@ -991,6 +998,107 @@ CheckUncovered(Problems *p, const SealedLog *log, SealRow *seals, uint64 nseals)
 	SPI_cursor_close(portal);
 }
 
+/* Span - a span of time in words, "3725 s" */
+static char *
+Span(TimestampTz from, TimestampTz to)
+{
+	return psprintf(INT64_FORMAT " s", (int64) ((to - from) / USECS_PER_SEC));
+}
+
+/*
+ * CheckTimestamps - each timestamp token checked again (signed by a TSA
+ * that chains to an anchor, over its seal's JWS as it is now), and each
+ * run of seals made while timestamping was on judged by the first token
+ * that covers it: one that came more than interop.max_timestamp_gap after
+ * the oldest seal of the run (or none yet, that long after) is named.
+ * Seals are sorted by id.
+ */
+static void
+CheckTimestamps(Problems *p, SealRow *seals, uint64 nseals)
+{
+	X509_STORE *store = NULL;
+	SPITupleTable *tt;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		gap = (int64) interop_max_timestamp_gap * USECS_PER_SEC;
+	int64		first = -1;		/* the oldest seal of the run waiting for a token */
+	uint64		j = 0;
+
+	if (SPI_execute("SELECT seal_id, token, gen_time FROM interop.seal_timestamp ORDER BY seal_id",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.seal_timestamp");
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[r], tt->tupdesc, 1, &isnull));
+		bytea	   *token = DatumGetByteaPP(SPI_getbinval(tt->vals[r], tt->tupdesc, 2, &isnull));
+		TimestampTz row_time = DatumGetTimestampTz(SPI_getbinval(tt->vals[r], tt->tupdesc, 3, &isnull));
+		TimestampTz gen_time;
+		unsigned char digest[HASH_LEN];
+		char	   *tsa;
+		bool		imprint_ok;
+		char		why[512];
+		SealRow    *s;
+
+		while (j < nseals && seals[j].id < id)
+			j++;
+		if (j == nseals || seals[j].id != id)
+		{
+			Problem(p, "seal_timestamp", id, "a timestamp is over seal %lld, which interop.log_seal does not hold: the seal was removed",
+					(long long) id);
+			continue;
+		}
+		s = &seals[j];
+		if (store == NULL)
+			store = LoadTrustStore();
+		Sha256(s->jws, strlen(s->jws), digest);
+		if (!TsaCheckToken(store, (unsigned char *) VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), digest,
+						   &gen_time, &tsa, &imprint_ok, why, sizeof(why)))
+		{
+			if (!imprint_ok)
+				Problem(p, "seal_timestamp", id, "the timestamp of seal %lld is over other content: the seal was changed after it was timestamped",
+						(long long) id);
+			else
+				Problem(p, "seal_timestamp", id, "the timestamp of seal %lld does not verify: %s", (long long) id, why);
+			continue;
+		}
+		if (gen_time != row_time)
+		{
+			Problem(p, "seal_timestamp", id, "the timestamp of seal %lld was changed: its row says %s, its token %s",
+					(long long) id, timestamptz_to_str(row_time), timestamptz_to_str(gen_time));
+			continue;
+		}
+		if (gen_time < s->sealed_at - TIMESTAMP_SKEW)
+			Problem(p, "seal_timestamp", id, "seal %lld says it was made at %s, after its timestamp (%s): the seal is post-dated",
+					(long long) id, timestamptz_to_str(s->sealed_at), timestamptz_to_str(gen_time));
+		s->stamped_at = gen_time;
+	}
+	if (gap <= 0)
+		return;
+	for (uint64 i = 0; i < nseals; i++)
+	{
+		SealRow    *s = &seals[i];
+
+		if (first < 0 && s->timestamped)
+			first = (int64) i;
+		if (first >= 0 && s->stamped_at != 0)
+		{
+			SealRow    *f = &seals[first];
+
+			if (s->stamped_at - f->sealed_at > gap)
+				Problem(p, "log_seal", f->id, "seals %lld to %lld were first timestamped at %s, %s after seal %lld was made, "
+						"longer than interop.max_timestamp_gap (%d s): they could have been rewritten in between",
+						(long long) f->id, (long long) s->id, timestamptz_to_str(s->stamped_at),
+						Span(f->sealed_at, s->stamped_at), (long long) f->id, interop_max_timestamp_gap);
+			first = -1;
+		}
+	}
+	if (first >= 0 && now - seals[first].sealed_at > gap)
+		Problem(p, "log_seal", seals[first].id, "seals %lld to %lld have had no timestamp for %s, longer than interop.max_timestamp_gap (%d s)",
+				(long long) seals[first].id, (long long) seals[nseals - 1].id,
+				Span(seals[first].sealed_at, now), interop_max_timestamp_gap);
+}
+
 PG_FUNCTION_INFO_V1(interop_verify_log);
 /*
  * interop_verify_log - recompute every seal; one row per problem, in the
@@ -1091,6 +1199,7 @@ interop_verify_log(PG_FUNCTION_ARGS)
 	}
 	for (int l = 0; l < NUM_LOGS; l++)
 		CheckUncovered(&p, &sealed_logs[l], seals, nseals);
+	CheckTimestamps(&p, seals, nseals);
 	SPI_finish();
 	return (Datum) 0;
 }

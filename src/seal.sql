@@ -49,6 +49,34 @@ ALTER TABLE interop.log_seal ALTER COLUMN leaves SET STORAGE EXTERNAL;
 SELECT pg_catalog.pg_extension_config_dump('interop.log_seal', '');
 SELECT pg_catalog.pg_extension_config_dump('interop.log_seal_id_seq', '');
 
+-- RFC 3161 timestamps over the seals (src/tsa.c): a token over the SHA-256
+-- of a seal's JWS vouches for that seal and, through the chain, for every
+-- seal before it
+CREATE TABLE interop.seal_timestamp (
+    seal_id     bigint PRIMARY KEY,     -- the seal of interop.log_seal it is over
+    token       bytea NOT NULL,         -- the TimeStampToken (CMS ContentInfo, DER): openssl ts -verify -token_in
+    gen_time    timestamptz NOT NULL,   -- the time the TSA put in it
+    tsa         text,                   -- the subject of the certificate that signed it
+    tsa_url     text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.seal_timestamp IS 'timestamp tokens from the TSA (interop.tsa_url), each over the SHA-256 of a seal''s JWS';
+SELECT pg_catalog.pg_extension_config_dump('interop.seal_timestamp', '');
+
+-- how the requests to the TSA fare (one row)
+CREATE TABLE interop.tsa_status (
+    one             boolean PRIMARY KEY DEFAULT true CHECK (one),
+    enabled_at      timestamptz,        -- since when interop.tsa_url is set, as the sync worker saw it
+    failures        integer NOT NULL DEFAULT 0,     -- in a row, since the last token
+    failed_total    bigint NOT NULL DEFAULT 0,
+    last_error      text,
+    last_failure_at timestamptz,
+    last_success_at timestamptz,
+    next_attempt    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.tsa_status IS 'the requests of the sync worker to the TSA: failures, the last error, when it asks again';
+INSERT INTO interop.tsa_status DEFAULT VALUES;
+
 -- the logs are append-only for every role, superusers included (unless
 -- they disable triggers, which the seals then show)
 CREATE FUNCTION interop.log_append_only() RETURNS trigger
@@ -58,6 +86,8 @@ CREATE TRIGGER message_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON in
 CREATE TRIGGER consent_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.consent_log
     FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
 CREATE TRIGGER log_seal_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.log_seal
+    FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
+CREATE TRIGGER seal_timestamp_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.seal_timestamp
     FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
 
 CREATE FUNCTION interop.seal_log() RETURNS bigint
@@ -82,6 +112,10 @@ COMMENT ON FUNCTION interop.prune_log(timestamptz) IS
 REVOKE ALL ON interop.node_key, interop.log_seal FROM PUBLIC;
 GRANT SELECT ON interop.node_key, interop.log_seal TO interop_admin, interop_auditor, interop_worker;
 GRANT INSERT ON interop.log_seal TO interop_worker;
+REVOKE ALL ON interop.seal_timestamp, interop.tsa_status FROM PUBLIC;
+GRANT SELECT ON interop.seal_timestamp, interop.tsa_status TO interop_admin, interop_auditor, interop_worker;
+GRANT INSERT ON interop.seal_timestamp TO interop_worker;
+GRANT UPDATE ON interop.tsa_status TO interop_worker;
 REVOKE ALL ON FUNCTION interop.record_node_key() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.seal_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.verify_log() FROM PUBLIC;

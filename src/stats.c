@@ -53,6 +53,8 @@ typedef struct InteropStats
 	TimestampTz log_failed_at;	/* ... and that failed */
 	char		log_failure[STAT_ERROR];
 	uint64		refused_handshakes[256];	/* by TLS alert description */
+	TimestampTz timestamp_gap_since;	/* the oldest seal without a timestamp (0: none) */
+	char		timestamp_failure[STAT_ERROR];	/* why the last request to the TSA failed */
 	StatSlot	slots[STAT_SLOTS];
 } InteropStats;
 
@@ -97,6 +99,38 @@ NoteLogWrite(bool ok, const char *why)
 		strlcpy(stats->log_failure, why ? why : "", sizeof(stats->log_failure));
 	}
 	SpinLockRelease(&stats->mutex);
+}
+
+/*
+ * NoteTimestampGap - the oldest seal no timestamp covers (0: none), and why
+ * the last request to the TSA failed (NULL: it did not), from the sync
+ * worker for the gateway (src/tsa.c)
+ */
+void
+NoteTimestampGap(TimestampTz since, const char *why)
+{
+	if (stats == NULL)
+		return;
+	SpinLockAcquire(&stats->mutex);
+	stats->timestamp_gap_since = since;
+	strlcpy(stats->timestamp_failure, why ? why : "", sizeof(stats->timestamp_failure));
+	SpinLockRelease(&stats->mutex);
+}
+
+/* TimestampGapSince - what NoteTimestampGap noted last; why gets its failure */
+TimestampTz
+TimestampGapSince(char *why, size_t whylen)
+{
+	TimestampTz since;
+
+	why[0] = '\0';
+	if (stats == NULL)
+		return 0;
+	SpinLockAcquire(&stats->mutex);
+	since = stats->timestamp_gap_since;
+	strlcpy(why, stats->timestamp_failure, whylen);
+	SpinLockRelease(&stats->mutex);
+	return since;
 }
 
 /* CountRefusedHandshake - the gateway refused a TLS handshake with alert */

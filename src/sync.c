@@ -61,6 +61,8 @@ Seal(void)
 	/* nothing to sign with before the node has an identity */
 	if (SPI_execute("SELECT 1 FROM interop.node", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		n = SealLogs();
+	/* the gateway's view of the seals waiting for a timestamp */
+	PublishTimestampState();
 	if (n > 0)
 		elog(DEBUG1, "interop sync: sealed " INT64_FORMAT " records", n);
 }

@@ -10,6 +10,7 @@
  *	  catalog.c		 peers' catalogs (GET /v1/catalog, with ETags)
  *	  crlfetch.c	 revocation lists from distribution points (plain HTTP)
  *	  ocsp.c		 OCSP answers from responders (plain HTTP, signed)
+ *	  tsa.c			 timestamps on seals from a TSA (plain HTTP, signed)
  *	  subscribe.c	 subscription pulls (POST /v1/changes)
  *
  * Each round of the worker (TransferRound):
@@ -45,7 +46,8 @@
 
 /* the kinds, in the order they are started each round */
 static const TransferKind *const kinds[] = {
-	&async_transfers, &catalog_transfers, &crl_transfers, &ocsp_transfers, &subscription_transfers
+	&async_transfers, &catalog_transfers, &crl_transfers, &ocsp_transfers, &tsa_transfers,
+	&subscription_transfers
 };
 
 static Transfer transfers[TRANSFER_SLOTS];

@@ -12,7 +12,7 @@ use Time::HiRes qw(usleep time);
 use IO::Socket::INET;
 use POSIX ();
 use Exporter 'import';
-our @EXPORT = qw(sh slurp spew federation_ca new_node new_standby set_setting gateway_url wait_for_gateway
+our @EXPORT = qw(serve_tsa sh slurp spew federation_ca new_node new_standby set_setting gateway_url wait_for_gateway
   curl_gateway node_chain_file node_key_file in_child stop_child serve_files serve_ocsp $TOP $TESTCA $JWS);
 
 our $TOP    = abs_path(dirname(__FILE__) . '/../..');
@@ -235,6 +235,62 @@ sub serve_ocsp
 			}
 			else { print $c "HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n" }
 			unlink "$ca/ocsp.resp";
+			close $c;
+		}
+	});
+	close $server;
+	return $pid;
+}
+
+# serve_tsa(PORT, DIR, TSA, CHAIN): an RFC 3161 time-stamping authority on
+# loopback: each POSTed request is answered by "openssl ts -reply", signed
+# with TSA.key (certificate TSA.crt, CHAIN added to the token).  DIR holds
+# its configuration, serial and the count of requests (tsa.count).
+sub serve_tsa
+{
+	my ($port, $dir, $tsa, $chain) = @_;
+	spew("$dir/tsa.cnf", <<"CNF");
+[ tsa ]
+default_tsa = this
+[ this ]
+serial = $dir/tsa.serial
+signer_cert = $tsa.crt
+signer_key = $tsa.key
+certs = $chain
+signer_digest = sha256
+default_policy = 1.3.6.1.4.1.4146.2.3
+digests = sha256, sha384, sha512
+accuracy = secs:1
+ess_cert_id_alg = sha256
+CNF
+	spew("$dir/tsa.serial", "01\n") unless -e "$dir/tsa.serial";
+	my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+		Listen => 8, ReuseAddr => 1) or die "cannot listen on $port: $!";
+	my $pid = in_child(sub {
+		my $n = 0;
+		while (my $c = $server->accept)
+		{
+			binmode $c;
+			my $line = <$c> // '';
+			my $len = 0;
+			while (my $h = <$c>)
+			{
+				last if $h =~ /^\r?\n$/;
+				$len = $1 if $h =~ /^Content-Length:\s*(\d+)/i;
+			}
+			my $body = '';
+			read($c, $body, $len) if $len > 0 && $len < 65536;
+			spew("$dir/tsa.req", $body);
+			system("openssl ts -reply -config $dir/tsa.cnf -queryfile $dir/tsa.req -out $dir/tsa.resp >/dev/null 2>&1");
+			spew("$dir/tsa.count", ++$n);
+			if ($line =~ /^POST / && -s "$dir/tsa.resp")
+			{
+				my $resp = slurp("$dir/tsa.resp");
+				print $c "HTTP/1.0 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: "
+				  . length($resp) . "\r\n\r\n$resp";
+			}
+			else { print $c "HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n" }
+			unlink "$dir/tsa.resp";
 			close $c;
 		}
 	});

@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(142);
+SELECT plan(146);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -63,6 +63,11 @@ SELECT table_privs_are('interop', 'node', 'interop_auditor', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'node', 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'trust_anchor', 'interop_admin', ARRAY['SELECT', 'DELETE']);
 SELECT table_privs_are('interop', 'trust_anchor', 'public', ARRAY[]::text[]);
+-- timestamp tokens: read by admins and auditors, written by the sync worker alone
+SELECT table_privs_are('interop', 'seal_timestamp', 'interop_admin', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'seal_timestamp', 'interop_worker', ARRAY['SELECT', 'INSERT']);
+SELECT table_privs_are('interop', 'tsa_status', 'interop_worker', ARRAY['SELECT', 'UPDATE']);
+SELECT table_privs_are('interop', 'tsa_status', 'public', ARRAY[]::text[]);
 
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
@@ -70,7 +75,7 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
                     'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
                     'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
-                    'interop.log_seal', 'interop.log_seal_id_seq', 'interop.async_request',
+                    'interop.log_seal', 'interop.log_seal_id_seq', 'interop.seal_timestamp', 'interop.async_request',
                     'interop.async_request_id_seq', 'interop.subscription', 'interop.subscription_id_seq'],
               'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
 
