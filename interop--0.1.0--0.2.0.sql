@@ -842,3 +842,12 @@ REVOKE ALL ON interop.seal_timestamp, interop.tsa_status FROM PUBLIC;
 GRANT SELECT ON interop.seal_timestamp, interop.tsa_status TO interop_admin, interop_auditor, interop_worker;
 GRANT INSERT ON interop.seal_timestamp TO interop_worker;
 GRANT UPDATE ON interop.tsa_status TO interop_worker;
+
+-- Evidence of one exchange that leaves the database
+CREATE FUNCTION interop.evidence(message_id bigint) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'interop_evidence' LANGUAGE C STABLE STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.evidence(bigint) IS
+    'one self-contained JSON document for an exchange: request, answer, the record''s bytes, its seal with the Merkle path, the chain to a timestamp and its token';
+REVOKE ALL ON FUNCTION interop.evidence(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.evidence(bigint) TO interop_admin, interop_auditor;

@@ -90,6 +90,18 @@ static bool pruning = false;
 
 /* ---- hashing ---- */
 
+/* when set, the bytes a leaf hash is over are kept here too (evidence()) */
+static StringInfo leaf_preimage = NULL;
+
+/* Digest - bytes into a leaf hash (and into leaf_preimage) */
+static void
+Digest(EVP_MD_CTX *md, const void *data, size_t len)
+{
+	EVP_DigestUpdate(md, data, len);
+	if (leaf_preimage != NULL)
+		appendBinaryStringInfo(leaf_preimage, data, len);
+}
+
 /* HashField - one column: presence byte, 4-byte big-endian length, bytes */
 static void
 HashField(EVP_MD_CTX *md, const char *data, uint32 len)
@@ -101,8 +113,8 @@ HashField(EVP_MD_CTX *md, const char *data, uint32 len)
 	head[2] = (len >> 16) & 0xff;
 	head[3] = (len >> 8) & 0xff;
 	head[4] = len & 0xff;
-	EVP_DigestUpdate(md, head, 5);
-	EVP_DigestUpdate(md, data, len);
+	Digest(md, head, 5);
+	Digest(md, data, len);
 }
 
 /* per column: how to turn it into bytes */
@@ -165,7 +177,7 @@ RecordLeaf(HeapTuple tup, TupleDesc desc, ColumnCodec *codecs, EVP_MD_CTX *md,
 
 	if (!EVP_DigestInit_ex(md, EVP_sha256(), NULL))
 		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not compute SHA-256", NULL);
-	EVP_DigestUpdate(md, &zero, 1);
+	EVP_DigestUpdate(md, &zero, 1);	/* the leaf prefix: not part of the record's bytes */
 	for (int i = 0; i < desc->natts; i++)
 	{
 		bool		isnull;
@@ -175,7 +187,7 @@ RecordLeaf(HeapTuple tup, TupleDesc desc, ColumnCodec *codecs, EVP_MD_CTX *md,
 			*id = DatumGetInt64(d);
 		if (isnull)
 		{
-			EVP_DigestUpdate(md, &zero, 1);
+			Digest(md, &zero, 1);
 			continue;
 		}
 		if (codecs[i].raw)
@@ -1317,4 +1329,257 @@ interop_prune_log(PG_FUNCTION_ARGS)
 		n += PruneOne(&sealed_logs[i], before);
 	SPI_finish();
 	PG_RETURN_INT64(n);
+}
+
+/* ---- evidence ---- */
+
+/* AppendMerklePath - the inclusion path of leaf index among n: JSON array */
+static void
+AppendMerklePath(StringInfo buf, const unsigned char *leaves, int64 n, int64 index)
+{
+	unsigned char *level = palloc(Max(n, 1) * HASH_LEN);
+	unsigned char node[1 + 2 * HASH_LEN];
+	bool		first = true;
+
+	for (int64 i = 0; i < n; i++)
+		memcpy(level + i * HASH_LEN, leaves + i * LEAF_LEN + 8, HASH_LEN);
+	node[0] = 1;
+	appendStringInfoChar(buf, '[');
+	while (n > 1)
+	{
+		int64		sibling = index ^ 1;
+		int64		m = 0;
+
+		/* the last node of an odd level has no sibling: it goes up as it is */
+		if (sibling < n)
+		{
+			appendStringInfo(buf, "%s{\"side\":\"%s\",\"hash\":\"%s\"}", first ? "" : ",",
+							 (index & 1) ? "left" : "right", B64(level + sibling * HASH_LEN));
+			first = false;
+		}
+		for (int64 i = 0; i < n; i += 2)
+		{
+			if (i + 1 < n)
+			{
+				memcpy(node + 1, level + i * HASH_LEN, 2 * HASH_LEN);
+				Sha256(node, sizeof(node), level + m * HASH_LEN);
+			}
+			else
+				memmove(level + m * HASH_LEN, level + i * HASH_LEN, HASH_LEN);
+			m++;
+		}
+		index >>= 1;
+		n = m;
+	}
+	appendStringInfoChar(buf, ']');
+	pfree(level);
+}
+
+/* JsonText - a JSON string, or null */
+static void
+JsonText(StringInfo buf, const char *s)
+{
+	if (s == NULL)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, s);
+}
+
+/* RecordPreimage - the bytes the leaf hash of message_log record id is over, and that hash */
+static void
+RecordPreimage(int64 id, StringInfo preimage, unsigned char *leaf)
+{
+	RecordCursor rc;
+	int64		rid;
+
+	leaf_preimage = preimage;
+	PG_TRY();
+	{
+		OpenRecords(&rc, &sealed_logs[0], id - 1, id);
+		if (!NextRecord(&rc, &rid, leaf))
+			elog(ERROR, "record %lld vanished", (long long) id);
+		CloseRecords(&rc);
+	}
+	PG_FINALLY();
+	{
+		leaf_preimage = NULL;
+	}
+	PG_END_TRY();
+}
+
+PG_FUNCTION_INFO_V1(interop_evidence);
+/*
+ * interop_evidence - one self-contained JSON document for the exchange of
+ * message_log record id: its request and answer (JWS, with their chains),
+ * the bytes its leaf hash is over, the seal that covers it with the Merkle
+ * path to its root, the chain of seals from it to the first seal with a
+ * timestamp token, that token, and the public key the seals are signed
+ * with.  Each part verifies with standard tools (docs/security.md).
+ */
+Datum
+interop_evidence(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(id);
+	Oid			argtype = INT8OID;
+	StringInfoData buf;
+	StringInfoData preimage;
+	SPITupleTable *tt;
+	int64		seal_id,
+				after,
+				count,
+				index = -1;
+	bytea	   *lv;
+	char	   *seal_jws;
+	bool		isnull;
+	unsigned char leaf[HASH_LEN];
+	char	   *kid_pem = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT request, response, direction, peer::text, service, jti, "
+							  "pg_catalog.to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status "
+							  "FROM interop.message_log WHERE id = $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.message_log");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("there is no record %lld in interop.message_log", (long long) id),
+				 errhint("Pass the id of a record of interop.message_log; a record removed by interop.prune_log() has no evidence here.")));
+	tt = SPI_tuptable;
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"typ\":\"interop-evidence\",\"version\":1,\"node\":");
+	JsonText(&buf, GetNodeState()->member_id);
+	appendStringInfo(&buf, ",\"record\":{\"id\":" INT64_FORMAT ",\"direction\":", id);
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 3));
+	appendStringInfoString(&buf, ",\"peer\":");
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 4));
+	appendStringInfoString(&buf, ",\"service\":");
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 5));
+	appendStringInfoString(&buf, ",\"jti\":");
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 6));
+	appendStringInfoString(&buf, ",\"at\":");
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 7));
+	appendStringInfoString(&buf, ",\"status\":");
+	appendStringInfoString(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 8) ? SPI_getvalue(tt->vals[0], tt->tupdesc, 8) : "null");
+	appendStringInfoString(&buf, "},\"request\":");
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 1));
+	appendStringInfoString(&buf, ",\"response\":");
+	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 2));
+
+	/* the seal that covers it */
+	if (SPI_execute_with_args("SELECT id, after_id, record_count, leaves, jws FROM interop.log_seal "
+							  "WHERE log = 'message_log' AND kind = 'seal' AND after_id < $1 AND upto_id >= $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.log_seal");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("record %lld of interop.message_log is not sealed yet", (long long) id),
+				 errhint("The sync worker seals every interop.seal_interval; interop.seal_log() seals now.")));
+	tt = SPI_tuptable;
+	seal_id = DatumGetInt64(SPI_getbinval(tt->vals[0], tt->tupdesc, 1, &isnull));
+	after = DatumGetInt64(SPI_getbinval(tt->vals[0], tt->tupdesc, 2, &isnull));
+	count = DatumGetInt64(SPI_getbinval(tt->vals[0], tt->tupdesc, 3, &isnull));
+	lv = DatumGetByteaPCopy(SPI_getbinval(tt->vals[0], tt->tupdesc, 4, &isnull));
+	seal_jws = SPI_getvalue(tt->vals[0], tt->tupdesc, 5);
+	if (isnull || VARSIZE_ANY_EXHDR(lv) != count * LEAF_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("seal %lld has lost its record hashes", (long long) seal_id),
+				 errhint("Run interop.verify_log().")));
+	for (int64 i = 0; i < count; i++)
+		if (GetInt64((unsigned char *) VARDATA_ANY(lv) + i * LEAF_LEN) == id)
+			index = i;
+
+	/* the record's bytes, hashed as the sealer did; they must still match */
+	initStringInfo(&preimage);
+	RecordPreimage(id, &preimage, leaf);
+	if (index < 0 || memcmp(leaf, (unsigned char *) VARDATA_ANY(lv) + index * LEAF_LEN + 8, HASH_LEN) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("record %lld of interop.message_log does not match seal %lld", (long long) id, (long long) seal_id),
+				 errdetail("The record was %s after it was sealed: there is no evidence of it to give.",
+						   index < 0 ? "inserted into the seal's range" : "changed"),
+				 errhint("Run interop.verify_log().")));
+	appendStringInfo(&buf, ",\"leaf\":{\"columns\":");
+	JsonText(&buf, sealed_logs[0].columns);
+	appendStringInfo(&buf, ",\"bytes\":\"%s\",\"hash\":\"%s\"}",
+					 Base64UrlEncode((unsigned char *) preimage.data, preimage.len), B64(leaf));
+	appendStringInfo(&buf, ",\"seal\":{\"id\":" INT64_FORMAT ",\"after\":" INT64_FORMAT ",\"index\":" INT64_FORMAT
+					 ",\"count\":" INT64_FORMAT ",\"path\":",
+					 seal_id, after, index, count);
+	AppendMerklePath(&buf, (unsigned char *) VARDATA_ANY(lv), count, index);
+	appendStringInfoString(&buf, ",\"jws\":");
+	JsonText(&buf, seal_jws);
+	appendStringInfoChar(&buf, '}');
+
+	/* the seals from it to the first one with a timestamp, and that timestamp */
+	arg = Int64GetDatum(seal_id);
+	if (SPI_execute_with_args("SELECT s.id, s.jws, t.token IS NOT NULL, encode(t.token, 'base64'), t.gen_time "
+							  "FROM interop.log_seal s LEFT JOIN interop.seal_timestamp t ON t.seal_id = s.id "
+							  "WHERE s.id >= $1 AND s.id <= coalesce((SELECT min(seal_id) FROM interop.seal_timestamp "
+							  "WHERE seal_id >= $1), (SELECT max(id) FROM interop.log_seal)) ORDER BY s.id",
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.log_seal");
+	tt = SPI_tuptable;
+	appendStringInfoString(&buf, ",\"chain\":[");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		appendStringInfoString(&buf, i ? "," : "");
+		JsonText(&buf, SPI_getvalue(tt->vals[i], tt->tupdesc, 2));
+	}
+	appendStringInfoString(&buf, "],\"timestamp\":");
+	if (SPI_processed > 0 && strcmp(SPI_getvalue(tt->vals[SPI_processed - 1], tt->tupdesc, 3), "t") == 0)
+	{
+		char	   *b64 = SPI_getvalue(tt->vals[SPI_processed - 1], tt->tupdesc, 4);
+		char	   *out = palloc(strlen(b64) + 1);
+		char	   *o = out;
+
+		/* encode() breaks lines; the document carries one string */
+		for (char *c = b64; *c; c++)
+			if (*c != '\n')
+				*o++ = *c;
+		*o = '\0';
+		appendStringInfo(&buf, "{\"seal_id\":%s,\"token\":\"%s\"}",
+						 SPI_getvalue(tt->vals[SPI_processed - 1], tt->tupdesc, 1), out);
+	}
+	else
+		appendStringInfoString(&buf, "null");
+
+	/* the key the seal names, among those the node has had */
+	{
+		List	   *kids;
+		List	   *keys = NodeKeys(&kids);
+		char	   *dot1 = strchr(seal_jws, '.');
+		char	   *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+		size_t		len = 0;
+		char	   *raw = dot2 ? (char *) Base64UrlDecode(dot1 + 1, dot2 - dot1 - 1, &len) : NULL;
+		Jsonb	   *payload = raw ? JsonOrNull(raw, len) : NULL;
+		char	   *want = payload ? PayloadField(payload, "kid") : NULL;
+		ListCell   *lk,
+				   *lc;
+
+		forboth(lk, keys, lc, kids)
+		{
+			if (want != NULL && strcmp(lfirst(lc), want) == 0)
+			{
+				BIO		   *bio = BIO_new(BIO_s_mem());
+				char	   *data;
+				long		n;
+
+				if (bio == NULL || !PEM_write_bio_PUBKEY(bio, lfirst(lk)))
+					OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not encode a public key", NULL);
+				n = BIO_get_mem_data(bio, &data);
+				kid_pem = pnstrdup(data, n);
+				BIO_free(bio);
+			}
+		}
+	}
+	appendStringInfoString(&buf, ",\"seal_key\":");
+	JsonText(&buf, kid_pem);
+	appendStringInfoChar(&buf, '}');
+	SPI_finish();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

@@ -109,6 +109,13 @@ CREATE FUNCTION interop.prune_log(before timestamptz) RETURNS bigint
 COMMENT ON FUNCTION interop.prune_log(timestamptz) IS
     'seals, then removes the records of whole seals older than before, with a signed prune entry; returns how many';
 
+-- a definer: an auditor exports the evidence of an exchange without reading the seals' leaves
+CREATE FUNCTION interop.evidence(message_id bigint) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'interop_evidence' LANGUAGE C STABLE STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, interop;
+COMMENT ON FUNCTION interop.evidence(bigint) IS
+    'one self-contained JSON document for an exchange: request, answer, the record''s bytes, its seal with the Merkle path, the chain to a timestamp and its token';
+
 REVOKE ALL ON interop.node_key, interop.log_seal FROM PUBLIC;
 GRANT SELECT ON interop.node_key, interop.log_seal TO interop_admin, interop_auditor, interop_worker;
 GRANT INSERT ON interop.log_seal TO interop_worker;
@@ -120,6 +127,8 @@ REVOKE ALL ON FUNCTION interop.record_node_key() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.seal_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.verify_log() FROM PUBLIC;
 REVOKE ALL ON FUNCTION interop.prune_log(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.evidence(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION interop.evidence(bigint) TO interop_admin, interop_auditor;
 GRANT EXECUTE ON FUNCTION interop.seal_log() TO interop_admin;   -- auditors verify; they do not seal
 GRANT EXECUTE ON FUNCTION interop.verify_log() TO interop_admin, interop_auditor;
 GRANT EXECUTE ON FUNCTION interop.prune_log(timestamptz) TO interop_admin;

@@ -14,7 +14,10 @@
 #    nothing is stored; once the real TSA is back the exchanges resume, and
 #    verify_log() names the seals timestamped later than the gap;
 #  - tokens put into interop.seal_timestamp by a superuser: one copied from
-#    another seal, one from an untrusted TSA, are named by verify_log().
+#    another seal, one from an untrusted TSA, are named by verify_log();
+#  - interop.evidence() of an exchange verifies with node's crypto and jose
+#    (test/evidence/verify-evidence.cjs) and openssl alone, and a changed
+#    document does not.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -51,6 +54,7 @@ $tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', '@{[gateway_url($po
 wait_for_gateway($pop, "$ca/fedroot/ca.crt", $tax) or die 'the gateway did not start';
 my $query = qq{SELECT q->>'name' FROM interop.query('$POP', 'person', '{"id":"P1"}') q};
 is($tax->safe_psql('postgres', $query), 'Person 1', 'an exchange');
+my ($ok, $out, $err);
 
 # every seal is covered by a token over itself or a later seal
 my $covered = q{SELECT count(*) > 0 AND (SELECT max(id) FROM interop.log_seal) <= max(seal_id)
@@ -82,6 +86,37 @@ spew("$dir/other.jws", $jws . 'x');
 unlike(`openssl ts -verify -token_in -in $dir/token.der -data $dir/other.jws -CAfile $ca/fedroot/ca.crt 2>&1`,
 	qr/Verification: OK/, 'and not against other content');
 
+# The evidence of one exchange, verified by node's crypto and jose and by
+# openssl alone: both signatures and their chains, the answer bound to the
+# request, the record's bytes, the Merkle path to the signed root, the
+# chain of seals to the timestamped one, and its token.
+my $message = $pop->safe_psql('postgres', q{
+	SELECT max(id) FROM interop.message_log WHERE direction = 'in' AND status = 200});
+$pop->poll_query_until('postgres', qq{
+	SELECT EXISTS (SELECT 1 FROM interop.log_seal WHERE log = 'message_log' AND upto_id >= $message)
+	AND ($covered)}) or die 'the exchange was not sealed and timestamped';
+spew("$dir/evidence.json", $pop->safe_psql('postgres', "SELECT interop.evidence($message)"));
+mkdir "$dir/ev";
+my $verifier = "NODE_PATH=/usr/share/nodejs node $TOP/test/evidence/verify-evidence.cjs";
+my $checked = `$verifier $dir/evidence.json $dir/ev 2>&1`;
+is($?, 0, 'node and jose verify the evidence document of an exchange') or diag($checked);
+diag($checked);
+like($checked, qr/the Merkle path \(\d+ steps\) leads to the root signed by seal \d+/, 'up to the sealed root');
+for my $m ('request', 'response')
+{
+	like(`openssl verify -CAfile $ca/fedroot/ca.crt -untrusted $dir/ev/$m.chain.pem $dir/ev/$m.leaf.pem 2>&1`,
+		qr/: OK$/m, "openssl verify: the $m signer's certificate chains to the federation's root");
+}
+like(`openssl ts -verify -token_in -in $dir/ev/token.der -data $dir/ev/timestamped.jws -CAfile $ca/fedroot/ca.crt 2>&1`,
+	qr/Verification: OK/, 'openssl ts -verify: the chain ends at a timestamped seal');
+# one byte of the answer changed in the document: refused
+my $doc = slurp("$dir/evidence.json");
+$doc =~ s/("response": "[^.]+\.)(.)/$1 . ($2 eq 'A' ? 'B' : 'A')/e;
+spew("$dir/forged.json", $doc);
+like(`$verifier $dir/forged.json $dir/ev 2>&1`, qr/evidence refused: /, 'a changed document is refused');
+($ok, $out, $err) = $pop->psql('postgres', 'SELECT interop.evidence(0)');
+like($err, qr/there is no record 0 in interop.message_log/, 'evidence() of no record: a clear error');
+
 my ($code, $metrics) = curl_gateway($pop, '/metrics', as => $tax);
 like($metrics, qr/^interop_timestamp_failures_total 0$/m, 'metrics: no failure');
 like($metrics, qr/^interop_timestamp_last_token_timestamp_seconds [1-9]/m, 'metrics: the time of the last token');
@@ -94,7 +129,7 @@ ok($pop->poll_query_until('postgres', q{
 	SELECT failures >= 2 AND last_error LIKE 'could not reach the TSA%'
 	AND next_attempt - last_failure_at >= interval '10 s' FROM interop.tsa_status}),
 	'failed requests are recorded and backed off');
-my ($ok, $out, $err) = (0, '', '');
+($ok, $out, $err) = (0, '', '');
 for (1 .. 200)
 {
 	($ok, $out, $err) = $tax->psql('postgres', $query);
