@@ -71,7 +71,7 @@ $tax->safe_psql('postgres', $query) for 1 .. 30;
 ok($pop->poll_query_until('postgres', $covered), 'the new seals are timestamped');
 my $requests = slurp("$dir/real/tsa.count") - $requests0;
 my $seals = $pop->safe_psql('postgres', 'SELECT max(id) FROM interop.log_seal') - $seals0;
-cmp_ok($requests, '<=', $seals, "$requests requests to the TSA for $seals seals of 30 exchanges (60 records)");
+cmp_ok($requests, '<=', $seals, "$requests requests to the TSA for the $seals seals of 30 exchanges");
 
 # An exported token verifies with openssl alone: over the seal's JWS, from
 # a TSA certified by the federation's root.
@@ -102,6 +102,18 @@ my $checked = `$verifier $dir/evidence.json $dir/ev 2>&1`;
 is($?, 0, 'node and jose verify the evidence document of an exchange') or diag($checked);
 diag($checked);
 like($checked, qr/the Merkle path \(\d+ steps\) leads to the root signed by seal \d+/, 'up to the sealed root');
+# every exchange of the thirty, wherever its leaf sits in its seal's tree
+my ($all_ok, $deepest) = (1, 0);
+for my $id (split /\n/, $pop->safe_psql('postgres', qq{
+	SELECT id FROM interop.message_log WHERE direction = 'in' AND status = 200 AND id < $message ORDER BY id}))
+{
+	spew("$dir/ev.json", $pop->safe_psql('postgres', "SELECT interop.evidence($id)"));
+	my $r = `$verifier $dir/ev.json $dir/ev 2>&1`;
+	$all_ok = 0, diag("record $id: $r") if $?;
+	$deepest = $1 if $r =~ /Merkle path \((\d+) steps\)/ && $1 > $deepest;
+}
+ok($all_ok, "so does the evidence of every other exchange (Merkle paths of up to $deepest steps)");
+spew("$dir/evidence.json", $pop->safe_psql('postgres', "SELECT interop.evidence($message)"));
 for my $m ('request', 'response')
 {
 	like(`openssl verify -CAfile $ca/fedroot/ca.crt -untrusted $dir/ev/$m.chain.pem $dir/ev/$m.leaf.pem 2>&1`,
