@@ -851,3 +851,25 @@ COMMENT ON FUNCTION interop.evidence(bigint) IS
     'one self-contained JSON document for an exchange: request, answer, the record''s bytes, its seal with the Merkle path, the chain to a timestamp and its token';
 REVOKE ALL ON FUNCTION interop.evidence(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION interop.evidence(bigint) TO interop_admin, interop_auditor;
+
+-- what prune_log() removes from interop.message_log, with the bytes each
+-- record's seal hashed: interop.evidence() is still given from here
+CREATE TABLE interop.log_archive (
+    record_id   bigint PRIMARY KEY,     -- its id in interop.message_log
+    seal_id     bigint NOT NULL,        -- the seal that covers it
+    at          timestamptz NOT NULL,
+    direction   text NOT NULL,
+    peer        text,
+    service     text,
+    jti         uuid,
+    status      int NOT NULL,
+    request     text,
+    response    text,
+    bytes       bytea NOT NULL,         -- the record as its seal hashed it
+    archived_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.log_archive IS 'message_log records removed by prune_log(), with the bytes their seals hashed; interop.evidence() reads them';
+ALTER TABLE interop.log_archive ALTER COLUMN bytes SET STORAGE EXTERNAL;
+SELECT pg_catalog.pg_extension_config_dump('interop.log_archive', '');
+REVOKE ALL ON interop.log_archive FROM PUBLIC;
+GRANT SELECT ON interop.log_archive TO interop_admin, interop_auditor;

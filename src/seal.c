@@ -1242,6 +1242,70 @@ interop_log_append_only(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/*
+ * ArchiveRecords - copy the message_log records in (from, upto] into
+ * interop.log_archive before prune_log() deletes them: each with the bytes
+ * its seal hashed, so that interop.evidence() can still be given for it
+ */
+static void
+ArchiveRecords(int64 from, int64 upto)
+{
+	Datum		values[3];
+	Oid			types[3] = {INT8OID, INT8OID, BYTEAOID};
+	SPITupleTable *seals;
+	uint64		nseals;
+	uint64		k = 0;
+	RecordCursor rc;
+	StringInfoData pre;
+	int64		id;
+	unsigned char leaf[HASH_LEN];
+
+	values[0] = Int64GetDatum(from);
+	values[1] = Int64GetDatum(upto);
+	if (SPI_execute_with_args("SELECT id, upto_id FROM interop.log_seal WHERE log = 'message_log' AND kind = 'seal' "
+							  "AND upto_id > $1 AND after_id < $2 ORDER BY after_id",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.log_seal");
+	seals = SPI_tuptable;
+	nseals = SPI_processed;
+	initStringInfo(&pre);
+	leaf_preimage = &pre;
+	PG_TRY();
+	{
+		OpenRecords(&rc, &sealed_logs[0], from, upto);
+		while (NextRecord(&rc, &id, leaf))
+		{
+			bool		isnull;
+			bytea	   *b;
+
+			while (k + 1 < nseals &&
+				   DatumGetInt64(SPI_getbinval(seals->vals[k], seals->tupdesc, 2, &isnull)) < id)
+				k++;
+			b = palloc(VARHDRSZ + pre.len);
+			SET_VARSIZE(b, VARHDRSZ + pre.len);
+			memcpy(VARDATA(b), pre.data, pre.len);
+			values[0] = Int64GetDatum(id);
+			values[1] = SPI_getbinval(seals->vals[k], seals->tupdesc, 1, &isnull);
+			values[2] = PointerGetDatum(b);
+			if (SPI_execute_with_args("INSERT INTO interop.log_archive (record_id, seal_id, bytes, at, direction, peer, "
+									  "service, jti, status, request, response) "
+									  "SELECT $1, $2, $3, at, direction, peer::text, service, jti, status, request, response "
+									  "FROM interop.message_log WHERE id = $1",
+									  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not write interop.log_archive");
+			pfree(b);
+			resetStringInfo(&pre);
+		}
+		CloseRecords(&rc);
+	}
+	PG_FINALLY();
+	{
+		leaf_preimage = NULL;
+	}
+	PG_END_TRY();
+	SPI_freetuptable(seals);
+}
+
 /* PruneOne - delete the records of the whole seals of a log whose records are all older than before */
 static int64
 PruneOne(const SealedLog *log, TimestampTz before)
@@ -1277,6 +1341,8 @@ PruneOne(const SealedLog *log, TimestampTz before)
 	values[0] = Int64GetDatum(from);
 	values[1] = Int64GetDatum(upto);
 	types[0] = INT8OID;
+	if (log == &sealed_logs[0])
+		ArchiveRecords(from, upto);
 	pruning = true;
 	PG_TRY();
 	{
@@ -1430,6 +1496,7 @@ interop_evidence(PG_FUNCTION_ARGS)
 				count,
 				index = -1;
 	bytea	   *lv;
+	bytea	   *archived;
 	char	   *seal_jws;
 	bool		isnull;
 	unsigned char leaf[HASH_LEN];
@@ -1438,16 +1505,24 @@ interop_evidence(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT request, response, direction, peer::text, service, jti, "
-							  "pg_catalog.to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status "
-							  "FROM interop.message_log WHERE id = $1",
+							  "pg_catalog.to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status, NULL::bytea "
+							  "FROM interop.message_log WHERE id = $1 "
+							  "UNION ALL SELECT request, response, direction, peer, service, jti, "
+							  "pg_catalog.to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status, bytes "
+							  "FROM interop.log_archive WHERE record_id = $1 LIMIT 1",
 							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.message_log");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("there is no record %lld in interop.message_log", (long long) id),
-				 errhint("Pass the id of a record of interop.message_log; a record removed by interop.prune_log() has no evidence here.")));
+				 errhint("Pass the id of a record of interop.message_log or of interop.log_archive, where interop.prune_log() keeps what it removes.")));
 	tt = SPI_tuptable;
+	{
+		Datum		d = SPI_getbinval(tt->vals[0], tt->tupdesc, 9, &isnull);
+
+		archived = isnull ? NULL : DatumGetByteaPCopy(d);
+	}
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"typ\":\"interop-evidence\",\"version\":1,\"node\":");
 	JsonText(&buf, GetNodeState()->member_id);
@@ -1495,7 +1570,18 @@ interop_evidence(PG_FUNCTION_ARGS)
 
 	/* the record's bytes, hashed as the sealer did; they must still match */
 	initStringInfo(&preimage);
-	RecordPreimage(id, &preimage, leaf);
+	if (archived == NULL)
+		RecordPreimage(id, &preimage, leaf);
+	else
+	{
+		/* archived by prune_log(): its bytes, hashed again here */
+		unsigned char *buf = palloc(1 + VARSIZE_ANY_EXHDR(archived));
+
+		buf[0] = 0;
+		memcpy(buf + 1, VARDATA_ANY(archived), VARSIZE_ANY_EXHDR(archived));
+		Sha256(buf, 1 + VARSIZE_ANY_EXHDR(archived), leaf);
+		appendBinaryStringInfo(&preimage, VARDATA_ANY(archived), VARSIZE_ANY_EXHDR(archived));
+	}
 	if (index < 0 || memcmp(leaf, (unsigned char *) VARDATA_ANY(lv) + index * LEAF_LEN + 8, HASH_LEN) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),

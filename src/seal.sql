@@ -77,6 +77,28 @@ CREATE TABLE interop.tsa_status (
 COMMENT ON TABLE interop.tsa_status IS 'the requests of the sync worker to the TSA: failures, the last error, when it asks again';
 INSERT INTO interop.tsa_status DEFAULT VALUES;
 
+-- what prune_log() removes from interop.message_log, with the bytes each
+-- record's seal hashed: interop.evidence() is still given from here
+CREATE TABLE interop.log_archive (
+    record_id   bigint PRIMARY KEY,     -- its id in interop.message_log
+    seal_id     bigint NOT NULL,        -- the seal that covers it
+    at          timestamptz NOT NULL,
+    direction   text NOT NULL,
+    peer        text,
+    service     text,
+    jti         uuid,
+    status      int NOT NULL,
+    request     text,
+    response    text,
+    bytes       bytea NOT NULL,         -- the record as its seal hashed it
+    archived_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE interop.log_archive IS 'message_log records removed by prune_log(), with the bytes their seals hashed; interop.evidence() reads them';
+ALTER TABLE interop.log_archive ALTER COLUMN bytes SET STORAGE EXTERNAL;
+SELECT pg_catalog.pg_extension_config_dump('interop.log_archive', '');
+REVOKE ALL ON interop.log_archive FROM PUBLIC;
+GRANT SELECT ON interop.log_archive TO interop_admin, interop_auditor;
+
 -- the logs are append-only for every role, superusers included (unless
 -- they disable triggers, which the seals then show)
 CREATE FUNCTION interop.log_append_only() RETURNS trigger

@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(146);
+SELECT plan(147);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -68,6 +68,7 @@ SELECT table_privs_are('interop', 'seal_timestamp', 'interop_admin', ARRAY['SELE
 SELECT table_privs_are('interop', 'seal_timestamp', 'interop_worker', ARRAY['SELECT', 'INSERT']);
 SELECT table_privs_are('interop', 'tsa_status', 'interop_worker', ARRAY['SELECT', 'UPDATE']);
 SELECT table_privs_are('interop', 'tsa_status', 'public', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'log_archive', 'interop_admin', ARRAY['SELECT']);
 
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
@@ -75,7 +76,7 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
                     'interop.access_grant', 'interop.admin_history', 'interop.admin_history_id_seq', 'interop.peer',
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
                     'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
-                    'interop.log_seal', 'interop.log_seal_id_seq', 'interop.seal_timestamp', 'interop.async_request',
+                    'interop.log_seal', 'interop.log_seal_id_seq', 'interop.seal_timestamp', 'interop.log_archive', 'interop.async_request',
                     'interop.async_request_id_seq', 'interop.subscription', 'interop.subscription_id_seq'],
               'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
 

@@ -17,7 +17,8 @@
 #    another seal, one from an untrusted TSA, are named by verify_log();
 #  - interop.evidence() of an exchange verifies with node's crypto and jose
 #    (test/evidence/verify-evidence.cjs) and openssl alone, and a changed
-#    document does not.
+#    document does not; after prune_log() the same document comes from
+#    interop.log_archive.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -192,6 +193,16 @@ like($pop->safe_psql('postgres', 'SELECT problem FROM interop.verify_log()'),
 set_setting($pop, 'interop.max_timestamp_gap', '4h');
 is($pop->safe_psql('postgres', 'SELECT count(*) FROM interop.verify_log()'), '0',
 	'within the default gap of 4 hours, all verifies');
+
+# prune_log() keeps the evidence of what it removes, in interop.log_archive.
+$pop->safe_psql('postgres', 'SET interop.min_log_retention = 0; SELECT interop.prune_log(now())');
+is($pop->safe_psql('postgres', "SELECT count(*) FROM interop.message_log WHERE id = $message"), '0',
+	'prune_log() removed the exchange from the log');
+is($pop->safe_psql('postgres', 'SELECT count(*) FROM interop.verify_log()'), '0', 'the pruned log verifies');
+spew("$dir/archived.json", $pop->safe_psql('postgres', "SELECT interop.evidence($message)"));
+$checked = `$verifier $dir/archived.json $dir/ev 2>&1`;
+is($?, 0, 'its evidence, from interop.log_archive, still verifies with node and jose') or diag($checked);
+is(slurp("$dir/archived.json"), slurp("$dir/evidence.json"), 'and is the same document as before the prune');
 
 # Forged tokens, put in by a superuser: the newest token copied onto a seal
 # it is not over, and a token of the untrusted TSA over a seal's very JWS.
