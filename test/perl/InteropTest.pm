@@ -206,6 +206,23 @@ sub serve_files
 sub serve_ocsp
 {
 	my ($port, $ca, $responder, $nmin) = @_;
+	my $next = $nmin ? "-nmin $nmin" : '';
+	return serve_post($port, "$ca/ocsp.count", 'application/ocsp-response', sub {
+		spew("$ca/ocsp.req", shift);
+		unlink "$ca/ocsp.resp";
+		system("openssl ocsp -index $ca/index.txt -CA $ca/ca.crt -rsigner $responder.crt "
+			  . "-rkey $responder.key -reqin $ca/ocsp.req -respout $ca/ocsp.resp $next >/dev/null 2>&1");
+		return -s "$ca/ocsp.resp" ? slurp("$ca/ocsp.resp") : undef;
+	});
+}
+
+# serve_post(PORT, COUNT_FILE, CONTENT_TYPE, ANSWER): a one-connection-at-a-time
+# HTTP/1.0 server on loopback (in a child): each POST body goes to ANSWER,
+# whose bytes are sent back as CONTENT_TYPE (400 when it returns undef, or
+# for anything but a POST); COUNT_FILE holds the number of requests.
+sub serve_post
+{
+	my ($port, $count_file, $ctype, $answer) = @_;
 	my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
 		Listen => 8, ReuseAddr => 1) or die "cannot listen on $port: $!";
 	my $pid = in_child(sub {
@@ -222,19 +239,14 @@ sub serve_ocsp
 			}
 			my $body = '';
 			read($c, $body, $len) if $len > 0 && $len < 65536;
-			spew("$ca/ocsp.req", $body);
-			my $next = $nmin ? "-nmin $nmin" : '';
-			system("openssl ocsp -index $ca/index.txt -CA $ca/ca.crt -rsigner $responder.crt "
-				  . "-rkey $responder.key -reqin $ca/ocsp.req -respout $ca/ocsp.resp $next >/dev/null 2>&1");
-			spew("$ca/ocsp.count", ++$n);
-			if ($line =~ /^POST / && -s "$ca/ocsp.resp")
+			my $resp = $answer->($body);
+			spew($count_file, ++$n);
+			if ($line =~ /^POST / && defined $resp)
 			{
-				my $resp = slurp("$ca/ocsp.resp");
-				print $c "HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: "
+				print $c "HTTP/1.0 200 OK\r\nContent-Type: $ctype\r\nContent-Length: "
 				  . length($resp) . "\r\n\r\n$resp";
 			}
 			else { print $c "HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n" }
-			unlink "$ca/ocsp.resp";
 			close $c;
 		}
 	});
@@ -264,38 +276,12 @@ accuracy = secs:1
 ess_cert_id_alg = sha256
 CNF
 	spew("$dir/tsa.serial", "01\n") unless -e "$dir/tsa.serial";
-	my $server = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
-		Listen => 8, ReuseAddr => 1) or die "cannot listen on $port: $!";
-	my $pid = in_child(sub {
-		my $n = 0;
-		while (my $c = $server->accept)
-		{
-			binmode $c;
-			my $line = <$c> // '';
-			my $len = 0;
-			while (my $h = <$c>)
-			{
-				last if $h =~ /^\r?\n$/;
-				$len = $1 if $h =~ /^Content-Length:\s*(\d+)/i;
-			}
-			my $body = '';
-			read($c, $body, $len) if $len > 0 && $len < 65536;
-			spew("$dir/tsa.req", $body);
-			system("openssl ts -reply -config $dir/tsa.cnf -queryfile $dir/tsa.req -out $dir/tsa.resp >/dev/null 2>&1");
-			spew("$dir/tsa.count", ++$n);
-			if ($line =~ /^POST / && -s "$dir/tsa.resp")
-			{
-				my $resp = slurp("$dir/tsa.resp");
-				print $c "HTTP/1.0 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: "
-				  . length($resp) . "\r\n\r\n$resp";
-			}
-			else { print $c "HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n" }
-			unlink "$dir/tsa.resp";
-			close $c;
-		}
+	return serve_post($port, "$dir/tsa.count", 'application/timestamp-reply', sub {
+		spew("$dir/tsa.req", shift);
+		unlink "$dir/tsa.resp";
+		system("openssl ts -reply -config $dir/tsa.cnf -queryfile $dir/tsa.req -out $dir/tsa.resp >/dev/null 2>&1");
+		return -s "$dir/tsa.resp" ? slurp("$dir/tsa.resp") : undef;
 	});
-	close $server;
-	return $pid;
 }
 
 # No server of a test may crash: a process that died of a signal nobody sent
