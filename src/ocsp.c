@@ -367,7 +367,7 @@ OcspLoadInto(X509_STORE *store)
 	uint64		n;
 
 	if (SPI_execute("SELECT fingerprint, certificate, issuer, response FROM interop.ocsp_response "
-					"WHERE response IS NOT NULL", true, 0) != SPI_OK_SELECT)
+					"WHERE response IS NOT NULL", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read interop.ocsp_response");
 	n = SPI_processed;
 	l = malloc(offsetof(OcspList, e) + sizeof(OcspEntry) * Max(n, 1));

@@ -474,6 +474,7 @@ RecordChainForOcsp(STACK_OF(X509) *chain)
 /* ---- trust store ---- */
 
 static X509_STORE *trust_store = NULL;
+static uint64 trust_invalidations = 0;	/* InvalidateTrustCache() calls */
 static Oid	trust_anchor_relid = InvalidOid;
 static Oid	crl_relid = InvalidOid;
 static Oid	ocsp_relid = InvalidOid;
@@ -499,6 +500,15 @@ FreeTrustStore(void *arg)
 	X509_STORE_free(arg);
 }
 
+/* ForgetTrustStore - a store built from a transaction snapshot leaves the cache with it */
+static void
+ForgetTrustStore(void *arg)
+{
+	if (trust_store == arg)
+		trust_store = NULL;
+	X509_STORE_free(arg);
+}
+
 /* FreeChainCache - free a dropped chain cache and its keys */
 static void
 FreeChainCache(void *arg)
@@ -521,6 +531,7 @@ FreeChainCache(void *arg)
 void
 InvalidateTrustCache(void)
 {
+	trust_invalidations++;
 	RetireAtTransactionEnd(FreeTrustStore, trust_store);
 	trust_store = NULL;
 	OcspForgetStaples();
@@ -613,16 +624,50 @@ TrustVerifyCallback(int ok, X509_STORE_CTX *ctx)
  * against the same store, and takes a reference of its own
  * (X509_STORE_up_ref, or OpenSSL's set1 functions) to keep it longer.
  */
+static X509_STORE *BuildTrustStore(void);
+
 X509_STORE *
 LoadTrustStore(void)
+{
+	X509_STORE *store = NULL;
+
+	if (trust_store != NULL)
+		return trust_store;
+
+	/*
+	 * A change that commits while the store is built is taken in (as an
+	 * invalidation) when the tables are locked, after the rows were read
+	 * with an older snapshot: that store would be cached without the change
+	 * until the next one.  Build again, with a new snapshot, until no
+	 * invalidation came in meanwhile.
+	 */
+	for (int attempt = 0;; attempt++)
+	{
+		uint64		seen = trust_invalidations;
+
+		store = BuildTrustStore();
+		if (seen == trust_invalidations || attempt >= 5)
+			break;
+		X509_STORE_free(store);
+	}
+	trust_store = store;
+	/* under a transaction snapshot the rows may predate a change taken in: only for this transaction */
+	if (IsolationUsesXactSnapshot())
+	{
+		X509_STORE_up_ref(store);
+		RetireAtTransactionEnd(ForgetTrustStore, store);
+	}
+	return store;
+}
+
+/* BuildTrustStore - a new store from the tables (each read with a new snapshot) */
+static X509_STORE *
+BuildTrustStore(void)
 {
 	X509_STORE *store;
 	Oid			nsp;
 	int			ret;
 	uint64		i;
-
-	if (trust_store != NULL)
-		return trust_store;
 
 	nsp = get_namespace_oid("interop", false);
 	trust_anchor_relid = get_relname_relid("trust_anchor", nsp);
@@ -642,7 +687,7 @@ LoadTrustStore(void)
 		if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
 
-		ret = SPI_execute("SELECT certificate FROM interop.trust_anchor", true, 0);
+		ret = SPI_execute("SELECT certificate FROM interop.trust_anchor", false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "could not read interop.trust_anchor: %s", SPI_result_code_string(ret));
 		for (i = 0; i < SPI_processed; i++)
@@ -655,7 +700,7 @@ LoadTrustStore(void)
 					ERR_clear_error();	/* a duplicate is harmless */
 		}
 
-		ret = SPI_execute("SELECT crl FROM interop.crl", true, 0);
+		ret = SPI_execute("SELECT crl FROM interop.crl", false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "could not read interop.crl: %s", SPI_result_code_string(ret));
 		for (i = 0; i < SPI_processed; i++)
@@ -683,8 +728,6 @@ LoadTrustStore(void)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
-	trust_store = store;
 	return store;
 }
 
