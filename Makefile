@@ -14,10 +14,10 @@ EXTENSION = interop
 EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))interop.control)
 
 MODULE_big = interop
-OBJS = src/interop.o src/worker.o src/crypto.o src/member_id.o src/jws.o src/keys.o src/x509.o src/protocol.o src/publish.o src/changes.o src/catalog.o src/msglog.o src/seal.o src/consent.o src/gateway.o src/peerhttp.o src/client.o src/transfer.o src/async.o src/crlfetch.o src/ocsp.o src/tsa.o src/subscribe.o src/stats.o src/sync.o src/ha.o src/token.o
+OBJS = src/interop.o src/worker.o src/crypto.o src/member_id.o src/jws.o src/keys.o src/x509.o src/protocol.o src/publish.o src/changes.o src/catalog.o src/msglog.o src/seal.o src/consent.o src/gateway.o src/peerhttp.o src/client.o src/transfer.o src/async.o src/crlfetch.o src/ocsp.o src/tsa.o src/witness.o src/subscribe.o src/stats.o src/sync.o src/ha.o src/token.o
 
 # the install script is assembled from the parts beside the C, in this order
-SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql src/client.sql src/msglog.sql src/consent.sql src/seal.sql src/async.sql src/stats.sql src/subscribe.sql
+SQL_PARTS = src/schema.sql src/member_id.sql src/jws.sql src/x509.sql src/keys.sql src/publish.sql src/client.sql src/msglog.sql src/consent.sql src/seal.sql src/async.sql src/stats.sql src/subscribe.sql src/witness.sql
 DATA_built = interop--$(EXTVERSION).sql
 # released install scripts stay as they shipped; upgrade scripts are written by hand
 # (looked for beside this Makefile, so that a build in another directory finds them)

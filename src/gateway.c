@@ -1088,6 +1088,7 @@ HandleMetrics(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 					   "SELECT provider::text || '/' || service, "
 					   "extract(epoch FROM clock_timestamp() - synced_at)::float8 FROM interop.subscription ORDER BY 1");
 		TimestampMetrics(&buf);
+		WitnessMetrics(&buf);
 		extra = MemoryContextStrdup(cxt, buf.data);
 		EndRequest(cxt);
 	}
@@ -1105,6 +1106,73 @@ HandleMetrics(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
 	x->answer.content_type = "text/plain; version=0.0.4";
 	x->answer.body = MetricsText(extra);
 	x->answer.len = strlen(x->answer.body);
+}
+
+/*
+ * HandleCosign - POST /v1/cosign: another node's newest seals, to be
+ * cosigned by this node as its witness (src/witness.c).  The answer is a
+ * cosignature or a signed refusal, in the request's transaction with what
+ * the witness keeps of it (interop.witnessed_head, interop.witness_alarm);
+ * it is not a record of the message log.
+ */
+static void
+HandleCosign(struct evhttp_request *hreq, Exchange *x, MemoryContext cxt)
+{
+	const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(hreq), "Content-Type");
+	volatile bool failed = false;
+	ErrorData  *edata = NULL;
+	char	   *hash;
+
+	RequestBody(hreq, x);
+	hash = Sha256Base64Url(x->body, x->len);
+	PG_TRY();
+	{
+		HeadRequest hr;
+		int			status;
+		char	   *jws;
+
+		BeginRequest(cxt);
+		if (!JoseMediaType(ctype))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTEROP_INVALID_MESSAGE),
+					 errmsg("wrong content type"),
+					 errdetail("A request is sent as Content-Type: application/jose, not %s.",
+							   ctype ? ctype : "without a content type")));
+		memset(&hr, 0, sizeof(hr));
+		hr.hash = hash;
+		jws = ServeHead(x->body, x->len, x->tls_member, &hr, &status);
+		x->answer.status = status;
+		x->answer.content_type = "application/jose";
+		x->answer.body = MemoryContextStrdup(cxt, jws);
+		x->answer.len = strlen(x->answer.body);
+		EndRequest(cxt);
+	}
+	PG_CATCH();
+	{
+		edata = AbortRequest(cxt);
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+	{
+		int			status;
+		const char *code;
+		char	   *message;
+
+		WireErrorFor(edata->sqlerrcode, &status, &code);
+		if (status == 500)
+		{
+			ereport(LOG,
+					(errmsg("interop gateway: request to cosign from %s failed: %s", x->client ? x->client : "?",
+							edata->message),
+					 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
+			message = pstrdup("internal error; the witness's server log has the details");
+		}
+		else
+			message = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
+		x->log.error_code = code;
+		RefuseUnread(hreq, x, cxt, status, code, message);
+	}
 }
 
 /* the OpenAPI 3 description of the endpoints */
@@ -1140,6 +1208,13 @@ static const char openapi_json[] =
 "\"/v1/catalog\":{\"get\":{\"summary\":\"The services granted to the TLS client's member id, signed\","
 "\"responses\":{\"200\":{\"description\":\"JWS whose payload has iss, aud, iat, services\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
 "\"401\":{\"description\":\"client_certificate_required\"}}}},"
+"\"/v1/cosign\":{\"post\":{\"summary\":\"Cosign the TLS client's newest seal, as its witness\","
+"\"requestBody\":{\"required\":true,\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\",\"description\":\"JWS of typ interop-head: iss, aud, iat, exp, jti, from, seals (id, jws), each the prev of the next\"}}}},"
+"\"responses\":{"
+"\"200\":{\"description\":\"JWS of typ interop-cosignature: iss, aud, jti, req, iat, node, seal, head, extends, cosigned_at\",\"content\":{\"application/jose\":{\"schema\":{\"type\":\"string\"}}}},"
+"\"400\":{\"description\":\"malformed request, or seals that are not one chain\"},"
+"\"401\":{\"description\":\"as for /v1/query\"},"
+"\"409\":{\"description\":\"head_inconsistent (the seals do not extend the head cosigned before: an alarm), witness_gap or stale_head (send the seals from witnessed.seal)\"}}}},"
 "\"/v1/health\":{\"get\":{\"summary\":\"Readiness\",\"responses\":{\"200\":{\"description\":\"status, member, version\","
 "\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"},\"member\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"}}}}}},\"503\":{\"description\":\"not_ready: problems lists what fails\"}}}},"
 "\"/v1/openapi.json\":{\"get\":{\"summary\":\"This document\",\"responses\":{\"200\":{\"description\":\"OpenAPI 3\"}}}},"
@@ -1179,6 +1254,7 @@ static const Route routes[] = {
 	{"/v1/query", EVHTTP_REQ_POST, "POST", HandleQuery, true, false},
 	{"/v1/changes", EVHTTP_REQ_POST, "POST", HandleChanges, true, false},
 	{"/v1/catalog", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleCatalog, false, false},
+	{"/v1/cosign", EVHTTP_REQ_POST, "POST", HandleCosign, false, false},
 	{"/v1/health", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleHealth, false, true},
 	{"/v1/openapi.json", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleOpenApi, false, false},
 	{"/metrics", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", HandleMetrics, false, true},

@@ -76,6 +76,8 @@ typedef enum JwsTyp
 	JWS_TYP_RESPONSE,			/* their answers and refusals */
 	JWS_TYP_CATALOG,			/* GET /v1/catalog */
 	JWS_TYP_SEAL,				/* interop.log_seal */
+	JWS_TYP_HEAD,				/* POST /v1/cosign: a node's newest seals */
+	JWS_TYP_COSIGNATURE,		/* a witness's answer to it */
 	JWS_TYP_COUNT
 } JwsTyp;
 
@@ -271,6 +273,7 @@ extern void JwsAlgCheckKey(JwsAlg alg, EVP_PKEY *pkey);
 extern const char *JwsTypName(JwsTyp typ);
 extern char *JwsSignJson(const char *json, size_t len, JwsTyp typ);
 extern char *JwsHeaderTyp(const char *jws);
+extern X509 *JwsX5cLeaf(const char *jws);
 extern EVP_PKEY *PublicKeyFromPEM(const char *pem);
 extern char *JwsVerifyCompact(const char *s, size_t len, EVP_PKEY *pubkey, JwsTyp typ,
 							  const char **signer, size_t *payload_len);
@@ -356,6 +359,36 @@ extern int	AnswerRowsToTuplestore(Jsonb *payload, Tuplestorestate *ts, TupleDesc
 extern Jsonb *CheckCatalog(const char *body, size_t len, const char *provider);
 extern void CheckBatch(Jsonb *payload, const char *provider, Batch *b);
 extern void WireErrorFor(int sqlstate, int *status, const char **code);
+
+/* the newest seals of a node, as POST /v1/cosign carries them (protocol.c) */
+#define MAX_HEAD_SEALS 100
+typedef struct HeadSeal
+{
+	int64		id;
+	char	   *jws;
+	char	   *hash;			/* b64url SHA-256 of jws */
+	char	   *prev;			/* its "prev": the hash of the seal before it, or NULL */
+} HeadSeal;
+typedef struct HeadRequest
+{
+	char	   *iss;			/* the node whose seals these are: the signer */
+	const char *signer;
+	char	   *jti;
+	char	   *hash;			/* of the request bytes */
+	bool		has_from;
+	int64		from;			/* the seal the chain starts at, as the node was told */
+	int			nseals;
+	HeadSeal   *seals;			/* in id order, each the "prev" of the next; the last is the head */
+} HeadRequest;
+extern char *BuildHeadRequest(const char *witness, const char *jti, bool has_from, int64 from,
+							  const HeadSeal *seals, int nseals);
+extern void CheckHeadRequest(const char *body, size_t len, const char *tls_member, HeadRequest *hr);
+extern char *BuildCosignature(const HeadRequest *hr, const char *cosigned_at, bool has_extends, int64 extends);
+extern char *BuildWitnessError(const HeadRequest *hr, const char *code, const char *message,
+							   bool has_witnessed, int64 witnessed_seal, const char *witnessed_head);
+extern Jsonb *CheckCosignature(const char *body, size_t len, const char *witness, const char *jti,
+							   const char *req_hash, int64 seal_id, const char *head);
+extern int64 Int64Claim(Jsonb *jb, const char *key, bool *present, const char *what);
 
 /* in publish.c */
 extern bool ServeRequest(const ServiceRequest *req, ServiceAnswer *ans, ServiceRefusal *refusal);
@@ -554,6 +587,12 @@ extern bool TsaCheckToken(X509_STORE *store, const unsigned char *der, long len,
 extern void PublishTimestampState(void);
 extern char *TimestampGapProblem(void);
 extern void TimestampMetrics(StringInfo buf);
+
+/* in witness.c */
+extern const TransferKind witness_transfers;
+extern char *ServeHead(const char *body, size_t len, const char *tls_member, HeadRequest *hr, int *status);
+extern char *CosignatureProblem(const char *jws, const char *witness, int64 seal_id, const char *head);
+extern void WitnessMetrics(StringInfo buf);
 
 /* in stats.c */
 extern Size InteropStatsShmemSize(void);

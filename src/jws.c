@@ -532,7 +532,8 @@ VerifyBytes(JwsAlg alg, EVP_PKEY *key, const char *input, size_t len,
 
 /* the "typ" of each kind of JWS (JwsTyp) */
 static const char *const typ_names[JWS_TYP_COUNT] = {
-	"JOSE", "interop-request", "interop-response", "interop-catalog", "interop-seal"
+	"JOSE", "interop-request", "interop-response", "interop-catalog", "interop-seal",
+	"interop-head", "interop-cosignature"
 };
 
 /* JwsTypName - the header "typ" of a kind of JWS */
@@ -611,6 +612,34 @@ JwsSignJson(const char *json, size_t len, JwsTyp typ)
 	appendStringInfoString(&out, Base64UrlEncode(sig, siglen));
 	pfree(sig);
 	return out.data;
+}
+
+/* JwsX5cLeaf - the leaf certificate of a JWS's "x5c" header, unverified, or NULL */
+X509 *
+JwsX5cLeaf(const char *jws)
+{
+	const char *dot = strchr(jws, '.');
+	size_t		len;
+	char	   *raw = dot ? (char *) Base64UrlDecode(jws, dot - jws, &len) : NULL;
+	json_t	   *h;
+	json_t	   *x5c;
+	X509	   *cert = NULL;
+
+	if (raw == NULL || (h = json_loadb(raw, len, 0, NULL)) == NULL)
+		return NULL;
+	x5c = json_object_get(h, "x5c");
+	if (json_is_array(x5c) && json_array_size(x5c) > 0 && json_is_string(json_array_get(x5c, 0)))
+	{
+		size_t		dlen;
+		unsigned char *der = Base64Decode(json_string_value(json_array_get(x5c, 0)),
+										  json_string_length(json_array_get(x5c, 0)), &dlen);
+		const unsigned char *p = der;
+
+		if (der != NULL)
+			cert = d2i_X509(NULL, &p, (long) dlen);
+	}
+	json_decref(h);
+	return cert;
 }
 
 PG_FUNCTION_INFO_V1(interop_sign);

@@ -850,3 +850,272 @@ WireErrorFor(int sqlstate, int *status, const char **code)
 			break;
 	}
 }
+
+/* ---- cosignatures: a node's newest seals, and a witness's answer ---- */
+
+/* Int64Claim - an integer claim; *present false when absent or null */
+int64
+Int64Claim(Jsonb *jb, const char *key, bool *present, const char *what)
+{
+	JsonbValue *v = Claim(jb, key);
+	char	   *text;
+	char	   *end;
+	long long	n;
+
+	*present = false;
+	if (v == NULL || v->type == jbvNull)
+		return 0;
+	if (v->type != jbvNumeric)
+		BadClaims(what, psprintf("The claim \"%s\" is not a number.", key));
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	n = strtoll(text, &end, 10);
+	if (*end != '\0' || errno != 0 || n <= 0)
+		BadClaims(what, psprintf("The claim \"%s\" is not a positive integer.", key));
+	*present = true;
+	return (int64) n;
+}
+
+/*
+ * BuildHeadRequest - the claims of POST /v1/cosign: this node's seals
+ * from the one its witness cosigned last (from) to its newest, the head
+ */
+char *
+BuildHeadRequest(const char *witness, const char *jti, bool has_from, int64 from,
+				 const HeadSeal *seals, int nseals)
+{
+	StringInfoData buf;
+	int64		now = UnixNow();
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"iss\":");
+	AppendJsonString(&buf, GetNodeState()->member_id);
+	appendStringInfoString(&buf, ",\"aud\":");
+	AppendJsonString(&buf, witness);
+	appendStringInfo(&buf, ",\"iat\":" INT64_FORMAT ",\"exp\":" INT64_FORMAT ",\"jti\":", now, now + 300);
+	AppendJsonString(&buf, jti);
+	if (has_from)
+		appendStringInfo(&buf, ",\"from\":" INT64_FORMAT, from);
+	else
+		appendStringInfoString(&buf, ",\"from\":null");
+	appendStringInfoString(&buf, ",\"seals\":[");
+	for (int i = 0; i < nseals; i++)
+	{
+		appendStringInfo(&buf, "%s{\"id\":" INT64_FORMAT ",\"jws\":", i ? "," : "", seals[i].id);
+		AppendJsonString(&buf, seals[i].jws);
+		appendStringInfoChar(&buf, '}');
+	}
+	appendStringInfoString(&buf, "]}");
+	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/* SealPayloadOf - the payload of a seal's compact JWS, unverified, or NULL */
+static Jsonb *
+SealPayloadOf(const char *jws)
+{
+	const char *dot1 = strchr(jws, '.');
+	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+	size_t		len;
+	char	   *raw;
+
+	if (dot2 == NULL || strchr(dot2 + 1, '.') != NULL)
+		return NULL;
+	raw = (char *) Base64UrlDecode(dot1 + 1, dot2 - dot1 - 1, &len);
+	if (raw == NULL)
+		return NULL;
+	return PayloadJsonb(raw, len, "seal in a request to cosign");
+}
+
+/*
+ * CheckHeadRequest - verify POST /v1/cosign: signed as an "interop-head"
+ * by the TLS client, addressed to this node, in date, with 1 to
+ * MAX_HEAD_SEALS seals of the signer, each the "prev" of the next.  The
+ * seals' own signatures are the node's word as much as the request's: the
+ * request's signature is what a witness relies on.
+ */
+void
+CheckHeadRequest(const char *body, size_t len, const char *tls_member, HeadRequest *hr)
+{
+	const char *what = "request to cosign";
+	size_t		plen;
+	char	   *payload;
+	Jsonb	   *jb;
+	char	   *aud;
+	JsonbValue *v;
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+	char	   *hash = hr->hash ? hr->hash : Sha256Base64Url(body, len);
+	int			n = 0;
+
+	memset(hr, 0, sizeof(*hr));
+	hr->hash = hash;
+	if (len > (size_t) interop_max_request_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("request is too large"),
+				 errdetail("The request is %zu bytes; interop.max_request_size is %d.",
+						   len, interop_max_request_size)));
+	payload = JwsVerifyCompact(body, len, NULL, JWS_TYP_HEAD, &hr->signer, &plen);
+	jb = PayloadJsonb(payload, plen, what);
+	hr->iss = MemberClaim(jb, "iss", what);
+	if (hr->signer == NULL || strcmp(hr->iss, hr->signer) != 0 ||
+		(tls_member != NULL && strcmp(hr->iss, tls_member) != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("request issuer is not its signer and TLS client"),
+				 errdetail("The request claims iss \"%s\", is signed by \"%s\" and came from \"%s\".",
+						   hr->iss, hr->signer ? hr->signer : "(unknown)", tls_member ? tls_member : "(no certificate)")));
+	aud = MemberClaim(jb, "aud", what);
+	if (strcmp(aud, GetNodeState()->member_id) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_WRONG_AUDIENCE),
+				 errmsg("request is addressed to another node"),
+				 errdetail("Its aud is \"%s\"; this node is \"%s\".", aud, GetNodeState()->member_id),
+				 errhint("Check the witness's base URL in interop.peer on the node that sent it.")));
+	CheckTimes(TimeClaim(jb, "iat", what), TimeClaim(jb, "exp", what), true);
+	hr->jti = StringClaim(jb, "jti", true, what);
+	if (!IsUuid(hr->jti))
+		BadClaims(what, "The claim \"jti\" is not a UUID.");
+	for (char *p = hr->jti; *p; p++)
+		*p = pg_ascii_tolower(*p);
+	hr->from = Int64Claim(jb, "from", &hr->has_from, what);
+
+	v = Claim(jb, "seals");
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data) ||
+		JsonContainerSize(v->val.binary.data) < 1 || JsonContainerSize(v->val.binary.data) > MAX_HEAD_SEALS)
+		BadClaims(what, psprintf("The claim \"seals\" is not an array of 1 to %d seals.", MAX_HEAD_SEALS));
+	hr->seals = palloc0(sizeof(HeadSeal) * JsonContainerSize(v->val.binary.data));
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		HeadSeal   *s;
+		Jsonb	   *sj;
+		Jsonb	   *sp;
+		bool		present;
+		char	   *node;
+		char	   *typ;
+
+		if (tok != WJB_ELEM)
+			continue;
+		if (elem.type != jbvBinary || !JsonContainerIsObject(elem.val.binary.data))
+			BadClaims(what, psprintf("Seal %d of \"seals\" is not an object.", n + 1));
+		s = &hr->seals[n];
+		sj = JsonbValueToJsonb(&elem);
+		s->id = Int64Claim(sj, "id", &present, what);
+		if (!present)
+			BadClaims(what, psprintf("Seal %d of \"seals\" has no \"id\".", n + 1));
+		s->jws = StringClaim(sj, "jws", true, what);
+		typ = JwsHeaderTyp(s->jws);
+		if (typ == NULL || strcmp(typ, JwsTypName(JWS_TYP_SEAL)) != 0 || (sp = SealPayloadOf(s->jws)) == NULL)
+			BadClaims(what, psprintf("Seal " INT64_FORMAT " is not a compact JWS of typ \"interop-seal\".", s->id));
+		node = StringClaim(sp, "node", true, what);
+		if (strcmp(node, hr->iss) != 0)
+			BadClaims(what, psprintf("Seal " INT64_FORMAT " is a seal of \"%s\", not of \"%s\".", s->id, node, hr->iss));
+		s->prev = StringClaim(sp, "prev", false, what);
+		s->hash = Sha256Base64Url(s->jws, strlen(s->jws));
+		if (n > 0 && s->id <= hr->seals[n - 1].id)
+			BadClaims(what, "The seals are not in increasing order of id.");
+		if (n > 0 && (s->prev == NULL || strcmp(s->prev, hr->seals[n - 1].hash) != 0))
+			BadClaims(what, psprintf("Seal " INT64_FORMAT " does not follow seal " INT64_FORMAT ": its \"prev\" is not the hash of that seal.",
+									 s->id, hr->seals[n - 1].id));
+		n++;
+	}
+	hr->nseals = n;
+}
+
+/* BuildCosignature - the claims of a witness's cosignature of the head of hr */
+char *
+BuildCosignature(const HeadRequest *hr, const char *cosigned_at, bool has_extends, int64 extends)
+{
+	StringInfoData buf;
+	const HeadSeal *head = &hr->seals[hr->nseals - 1];
+
+	initStringInfo(&buf);
+	AppendBinding(&buf, hr->iss, hr->jti, hr->hash);
+	appendStringInfoString(&buf, ",\"node\":");
+	AppendJsonString(&buf, hr->iss);
+	appendStringInfo(&buf, ",\"seal\":" INT64_FORMAT ",\"head\":", head->id);
+	AppendJsonString(&buf, head->hash);
+	if (has_extends)
+		appendStringInfo(&buf, ",\"extends\":" INT64_FORMAT, extends);
+	else
+		appendStringInfoString(&buf, ",\"extends\":null");
+	appendStringInfoString(&buf, ",\"cosigned_at\":");
+	AppendJsonString(&buf, cosigned_at);
+	appendStringInfoChar(&buf, '}');
+	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/*
+ * BuildWitnessError - a refusal of a request to cosign, with the head the
+ * witness cosigned last ("witnessed") when it has one
+ */
+char *
+BuildWitnessError(const HeadRequest *hr, const char *code, const char *message,
+				  bool has_witnessed, int64 witnessed_seal, const char *witnessed_head)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	AppendBinding(&buf, hr->iss, hr->jti, hr->hash);
+	if (has_witnessed)
+	{
+		appendStringInfo(&buf, ",\"witnessed\":{\"seal\":" INT64_FORMAT ",\"head\":", witnessed_seal);
+		AppendJsonString(&buf, witnessed_head);
+		appendStringInfoChar(&buf, '}');
+	}
+	appendStringInfoString(&buf, ",\"error\":{\"code\":");
+	AppendJsonString(&buf, code);
+	appendStringInfoString(&buf, ",\"message\":");
+	AppendJsonString(&buf, message);
+	appendStringInfoString(&buf, "}}");
+	return (char *) pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/*
+ * CheckCosignature - verify a witness's cosignature of the head this node
+ * sent (seal_id, head) in the request of jti and req_hash; returns the
+ * payload.  Raises an ERROR naming the first check that failed.
+ */
+Jsonb *
+CheckCosignature(const char *body, size_t len, const char *witness, const char *jti,
+				 const char *req_hash, int64 seal_id, const char *head)
+{
+	const char *what = "cosignature";
+	const char *signer;
+	size_t		plen;
+	char	   *payload;
+	Jsonb	   *jb;
+	char	   *iss;
+	char	   *s;
+	bool		present;
+	const char *self = GetNodeState()->member_id;
+
+	payload = JwsVerifyCompact(body, len, NULL, JWS_TYP_COSIGNATURE, &signer, &plen);
+	jb = PayloadJsonb(payload, plen, what);
+	iss = MemberClaim(jb, "iss", what);
+	if (signer == NULL || strcmp(iss, signer) != 0 || strcmp(iss, witness) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_MEMBER_MISMATCH),
+				 errmsg("cosignature is not from the witness that was asked"),
+				 errdetail("The request went to \"%s\"; the cosignature claims iss \"%s\" and is signed by \"%s\".",
+						   witness, iss, signer ? signer : "(unknown)")));
+	if ((s = StringClaim(jb, "aud", true, what)) == NULL || strcmp(s, self) != 0 ||
+		(s = StringClaim(jb, "jti", true, what)) == NULL || pg_strcasecmp(s, jti) != 0 ||
+		(s = StringClaim(jb, "req", true, what)) == NULL || strcmp(s, req_hash) != 0 ||
+		(s = StringClaim(jb, "node", true, what)) == NULL || strcmp(s, self) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_WRONG_AUDIENCE),
+				 errmsg("cosignature is not bound to this request"),
+				 errdetail("Expected aud and node \"%s\", jti \"%s\", req \"%s\".", self, jti, req_hash)));
+	if (Int64Claim(jb, "seal", &present, what) != seal_id || !present ||
+		strcmp(StringClaim(jb, "head", true, what), head) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEROP_INVALID_RESPONSE),
+				 errmsg("cosignature is not of the head that was sent"),
+				 errdetail("The head sent was seal " INT64_FORMAT " with hash %s.", seal_id, head)));
+	CheckTimes(TimeClaim(jb, "iat", what), 0, false);
+	(void) StringClaim(jb, "cosigned_at", true, what);
+	return jb;
+}

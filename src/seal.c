@@ -1111,6 +1111,65 @@ CheckTimestamps(Problems *p, SealRow *seals, uint64 nseals)
 				Span(seals[first].sealed_at, now), interop_max_timestamp_gap);
 }
 
+/*
+ * CheckCosignatures - every cosignature of a witness names a seal of the
+ * chain, by id and by the hash of its JWS: a newest seal removed, or
+ * rewritten and signed again, no longer matches what a witness cosigned.
+ * The cosignatures are append-only and numbered: one removed from the
+ * middle leaves a gap in their ids.
+ */
+static void
+CheckCosignatures(Problems *p, SealRow *seals, uint64 nseals)
+{
+	int64		expected = 0;
+
+	if (SPI_execute("SELECT id, witness::text, seal_id, head, cosigned_at, jws, "
+					"(SELECT last_value FROM interop.cosignature_id_seq) "
+					"FROM interop.cosignature ORDER BY id", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.cosignature");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		char	   *witness = SPI_getvalue(t, d, 2);
+		int64		seal_id = DatumGetInt64(SPI_getbinval(t, d, 3, &isnull));
+		char	   *head = SPI_getvalue(t, d, 4);
+		char	   *at = SPI_getvalue(t, d, 5);
+		char	   *why = CosignatureProblem(SPI_getvalue(t, d, 6), witness, seal_id, head);
+		SealRow    *s = NULL;
+
+		if (id != expected + 1 && expected >= 0)
+			Problem(p, "cosignature", id, "cosignatures %lld to %lld are missing: somebody removed them",
+					(long long) expected + 1, (long long) id - 1);
+		expected = id;
+		if (why != NULL)
+		{
+			Problem(p, "cosignature", id, "cosignature %lld of seal %lld by witness %s is not valid: %s",
+					(long long) id, (long long) seal_id, witness, why);
+			continue;
+		}
+		for (uint64 i = 0; i < nseals && s == NULL; i++)
+			if (seals[i].id == seal_id)
+				s = &seals[i];
+		if (s == NULL)
+			Problem(p, "log_seal", seal_id,
+					"seal %lld is missing: witness %s cosigned it at %s; the seals from it on were removed",
+					(long long) seal_id, witness, at);
+		else
+		{
+			unsigned char h[HASH_LEN];
+
+			Sha256(s->jws, strlen(s->jws), h);
+			if (strcmp(B64(h), head) != 0)
+				Problem(p, "log_seal", seal_id,
+						"seal %lld is not the seal witness %s cosigned at %s: it was rewritten (its hash was %s, it is %s)",
+						(long long) seal_id, witness, at, head, B64(h));
+		}
+	}
+}
+
 PG_FUNCTION_INFO_V1(interop_verify_log);
 /*
  * interop_verify_log - recompute every seal; one row per problem, in the
@@ -1212,6 +1271,7 @@ interop_verify_log(PG_FUNCTION_ARGS)
 	for (int l = 0; l < NUM_LOGS; l++)
 		CheckUncovered(&p, &sealed_logs[l], seals, nseals);
 	CheckTimestamps(&p, seals, nseals);
+	CheckCosignatures(&p, seals, nseals);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -47,7 +47,7 @@
 /* the kinds, in the order they are started each round */
 static const TransferKind *const kinds[] = {
 	&async_transfers, &catalog_transfers, &crl_transfers, &ocsp_transfers, &tsa_transfers,
-	&subscription_transfers
+	&witness_transfers, &subscription_transfers
 };
 
 static Transfer transfers[TRANSFER_SLOTS];

@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(147);
+SELECT plan(155);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -69,6 +69,15 @@ SELECT table_privs_are('interop', 'seal_timestamp', 'interop_worker', ARRAY['SEL
 SELECT table_privs_are('interop', 'tsa_status', 'interop_worker', ARRAY['SELECT', 'UPDATE']);
 SELECT table_privs_are('interop', 'tsa_status', 'public', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'log_archive', 'interop_admin', ARRAY['SELECT']);
+-- witnesses: chosen by admins; cosignatures, witnessed heads and alarms written by the workers alone
+SELECT function_privs_are('interop', 'add_witness', ARRAY['interop.member_id'], 'interop_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'add_witness', ARRAY['interop.member_id'], 'interop_user', ARRAY[]::text[]);
+SELECT isnt_definer('interop', 'add_witness', ARRAY['interop.member_id']);
+SELECT table_privs_are('interop', 'cosignature', 'interop_admin', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'cosignature', 'interop_worker', ARRAY['SELECT', 'INSERT']);
+SELECT table_privs_are('interop', 'witnessed_head', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'witness_alarm', 'interop_worker', ARRAY['SELECT', 'INSERT']);
+SELECT table_privs_are('interop', 'witness_alarm', 'public', ARRAY[]::text[]);
 
 -- configuration tables survive pg_dump
 SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'interop'$$,
@@ -77,7 +86,9 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
                     'interop.message_log', 'interop.message_log_id_seq', 'interop.consent', 'interop.consent_id_seq',
                     'interop.consent_log', 'interop.consent_log_id_seq', 'interop.node_key',
                     'interop.log_seal', 'interop.log_seal_id_seq', 'interop.seal_timestamp', 'interop.log_archive', 'interop.async_request',
-                    'interop.async_request_id_seq', 'interop.subscription', 'interop.subscription_id_seq'],
+                    'interop.async_request_id_seq', 'interop.subscription', 'interop.subscription_id_seq',
+                    'interop.witness', 'interop.cosignature', 'interop.cosignature_id_seq', 'interop.witnessed_head',
+                    'interop.witnessed_head_id_seq', 'interop.witness_alarm', 'interop.witness_alarm_id_seq'],
               'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
 
 -- seals: who may seal, verify and prune; the logs are append-only
