@@ -425,7 +425,7 @@ const TransferKind witness_transfers = {
 	.judge = JudgeWitness,
 	.fail = FailWitness,
 	/* due when a witness has not cosigned the newest seal and its wait is over */
-	.next_due = "(SELECT min(coalesce(st.next_attempt, '-infinity')) FROM interop.witness w "
+	.next_due = "(SELECT min(coalesce(st.next_attempt, pg_catalog.clock_timestamp())) FROM interop.witness w "
 	"LEFT JOIN interop.witness_status st ON st.member = w.member "
 	"WHERE (SELECT max(id) FROM interop.log_seal) IS DISTINCT FROM st.witnessed_seal "
 	"AND EXISTS (SELECT 1 FROM interop.log_seal))"
