@@ -231,7 +231,7 @@ RecordWitnessOutcome(Transfer *t, const char *error, bool failure, bool has_witn
 	HeadTransfer *h = t->data;
 	Datum		values[4];
 	Oid			types[4] = {TEXTOID, TEXTOID, BOOLOID, INT8OID};
-	char		nulls[4] = "    ";
+	char		nulls[5] = "    ";
 
 	if (error != NULL && failure)
 		ereport(LOG,
