@@ -79,6 +79,36 @@ SELECT count(*) AS trapped FROM regress_mal.seen;
 SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_mallory';
 SELECT pending_public_key IS NOT NULL AS pending FROM interop.node;
 
+-- ---- evidence: nothing of the admin's runs inside interop.evidence() ----
+-- operators and functions of the admin's on built-in types, ahead of
+-- pg_catalog on her search_path: evidence() would run them as its owner
+-- if it took the caller's path
+DELETE FROM regress_mal.seen;
+INSERT INTO interop.message_log (at, direction, peer, service, subject, status, duration_ms)
+VALUES (now(), 'in', 'MN/GOV/2000002/tax', 'person', 'P3', 200, 3)
+RETURNING id AS ev_id \gset
+SELECT interop.seal_log() > 0 AS sealed;
+SET ROLE regress_mallory;
+CREATE FUNCTION regress_mal.int8eq(bigint, bigint) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN PERFORM regress_mal.trap(); RETURN pg_catalog.int8eq($1, $2); END $$;
+CREATE OPERATOR regress_mal.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = regress_mal.int8eq);
+CREATE FUNCTION regress_mal.int8ge(bigint, bigint) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN PERFORM regress_mal.trap(); RETURN pg_catalog.int8ge($1, $2); END $$;
+CREATE OPERATOR regress_mal.>= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = regress_mal.int8ge);
+CREATE FUNCTION regress_mal.encode(bytea, text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM regress_mal.trap(); RETURN pg_catalog.encode($1, $2); END $$;
+CREATE FUNCTION regress_mal.to_char(timestamp, text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM regress_mal.trap(); RETURN pg_catalog.to_char($1, $2); END $$;
+SET search_path = regress_mal, pg_catalog;
+SELECT (interop.evidence(:ev_id)->'record'->>'id')::bigint OPERATOR(pg_catalog.=) :ev_id AS evidence;
+SELECT count(*) AS trapped FROM regress_mal.seen;
+-- the traps are live: her own query runs them, as her
+SELECT 1::bigint = 1::bigint AS own_operator;
+RESET search_path;
+RESET ROLE;
+SELECT role, superuser FROM regress_mal.seen;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_mallory';
+
 SELECT interop.unpublish('mood'), interop.unpublish('dated');
 DROP SCHEMA regress_mal CASCADE;
 DROP ROLE regress_mallory;

@@ -69,10 +69,42 @@ RESET session_replication_role;
 RESET interop.min_log_retention;
 SELECT * FROM pg_temp.problems();
 
+-- ---- interop.evidence(): what it refuses, and why ----
+CREATE FUNCTION pg_temp.try_evidence(id bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    state text;
+    detail text;
+BEGIN
+    RETURN 'document of ' || (interop.evidence(id)->'record'->>'id' = id::text);
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
+    RETURN state || ': ' || regexp_replace(SQLERRM || ' / ' || coalesce(detail, ''), '[0-9]+', 'N', 'g');
+END $$;
+SELECT pg_temp.try_evidence(-1);
+INSERT INTO interop.message_log (at, direction, peer, service, subject, status, duration_ms)
+VALUES (now(), 'in', 'MN/GOV/2000002/tax', 'person', 'P2', 200, 2)
+RETURNING id AS ev_id \gset
+SELECT pg_temp.try_evidence(:ev_id);
+SELECT interop.seal_log() > 0 AS sealed;
+SELECT pg_temp.try_evidence(:ev_id);
+SELECT d->>'typ' AS typ, d->'record'->>'service' AS service, d->'chain'->>0 = d->'seal'->>'jws' AS chain_starts_at_seal,
+       d->>'seal_key' LIKE '-----BEGIN PUBLIC KEY-----%' AS seal_key, d->'cosignatures' AS cosignatures
+FROM interop.evidence(:ev_id) d;
+-- changed after it was sealed: no evidence; changed back: evidence again
+SET session_replication_role = replica;
+UPDATE interop.message_log SET status = 500 WHERE id = :ev_id;
+SELECT pg_temp.try_evidence(:ev_id);
+UPDATE interop.message_log SET status = 200 WHERE id = :ev_id;
+RESET session_replication_role;
+SELECT pg_temp.try_evidence(:ev_id);
+SELECT * FROM pg_temp.problems();
+
 -- ---- auditors verify; they do not seal ----
 CREATE ROLE regress_ev_audit IN ROLE interop_auditor;
 SET ROLE regress_ev_audit;
 SELECT count(*) FROM interop.verify_log();
 SELECT interop.seal_log();
+SELECT pg_temp.try_evidence(:ev_id) AS auditor_evidence;
 RESET ROLE;
 DROP ROLE regress_ev_admin, regress_ev_audit;

@@ -1539,8 +1539,9 @@ PG_FUNCTION_INFO_V1(interop_evidence);
  * message_log record id: its request and answer (JWS, with their chains),
  * the bytes its leaf hash is over, the seal that covers it with the Merkle
  * path to its root, the chain of seals from it to the first seal with a
- * timestamp token, that token, and the public key the seals are signed
- * with.  Each part verifies with standard tools (docs/security.md).
+ * timestamp token and to the first seal each witness cosigned, that token,
+ * those cosignatures, and the public key the seals are signed with.  Each
+ * part verifies with standard tools (docs/security.md).
  */
 Datum
 interop_evidence(PG_FUNCTION_ARGS)
@@ -1561,6 +1562,11 @@ interop_evidence(PG_FUNCTION_ARGS)
 	bool		isnull;
 	unsigned char leaf[HASH_LEN];
 	char	   *kid_pem = NULL;
+	SPITupleTable *cosignatures;
+	uint64		ncosignatures;
+	int64		cosigned_upto = 0;
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *doc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -1661,14 +1667,37 @@ interop_evidence(PG_FUNCTION_ARGS)
 	JsonText(&buf, seal_jws);
 	appendStringInfoChar(&buf, '}');
 
-	/* the seals from it to the first one with a timestamp, and that timestamp */
+	/*
+	 * each witness's first cosignature of a head at or after the seal: it
+	 * shows the seal was in the chain the witness saw
+	 */
 	arg = Int64GetDatum(seal_id);
-	if (SPI_execute_with_args("SELECT s.id, s.jws, t.token IS NOT NULL, encode(t.token, 'base64'), t.gen_time "
-							  "FROM interop.log_seal s LEFT JOIN interop.seal_timestamp t ON t.seal_id = s.id "
-							  "WHERE s.id >= $1 AND s.id <= coalesce((SELECT min(seal_id) FROM interop.seal_timestamp "
-							  "WHERE seal_id >= $1), (SELECT max(id) FROM interop.log_seal)) ORDER BY s.id",
+	if (SPI_execute_with_args("SELECT DISTINCT ON (c.witness) c.witness::text, c.seal_id, c.jws "
+							  "FROM interop.cosignature c WHERE c.seal_id >= $1 ORDER BY c.witness, c.seal_id",
 							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read interop.log_seal");
+		elog(ERROR, "could not read interop.cosignature");
+	cosignatures = SPI_tuptable;
+	ncosignatures = SPI_processed;
+	for (uint64 i = 0; i < ncosignatures; i++)
+		cosigned_upto = Max(cosigned_upto,
+							DatumGetInt64(SPI_getbinval(cosignatures->vals[i], cosignatures->tupdesc, 2, &isnull)));
+
+	/*
+	 * the seals from it to the first one with a timestamp (or to the newest)
+	 * and on to the last one cosigned above, each chained to the one before
+	 */
+	{
+		Oid			types[2] = {INT8OID, INT8OID};
+		Datum		args[2] = {Int64GetDatum(seal_id), Int64GetDatum(cosigned_upto)};
+
+		if (SPI_execute_with_args("SELECT s.id, s.jws, t.token IS NOT NULL, encode(t.token, 'base64') "
+								  "FROM interop.log_seal s LEFT JOIN interop.seal_timestamp t ON t.seal_id = s.id "
+								  "WHERE s.id >= $1 AND s.id <= GREATEST($2, coalesce((SELECT min(seal_id) "
+								  "FROM interop.seal_timestamp WHERE seal_id >= $1), (SELECT max(id) FROM interop.log_seal))) "
+								  "ORDER BY s.id",
+								  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read interop.log_seal");
+	}
 	tt = SPI_tuptable;
 	appendStringInfoString(&buf, ",\"chain\":[");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -1677,22 +1706,50 @@ interop_evidence(PG_FUNCTION_ARGS)
 		JsonText(&buf, SPI_getvalue(tt->vals[i], tt->tupdesc, 2));
 	}
 	appendStringInfoString(&buf, "],\"timestamp\":");
-	if (SPI_processed > 0 && strcmp(SPI_getvalue(tt->vals[SPI_processed - 1], tt->tupdesc, 3), "t") == 0)
 	{
-		char	   *b64 = SPI_getvalue(tt->vals[SPI_processed - 1], tt->tupdesc, 4);
-		char	   *out = palloc(strlen(b64) + 1);
-		char	   *o = out;
+		uint64		t = 0;
 
-		/* encode() breaks lines; the document carries one string */
-		for (char *c = b64; *c; c++)
-			if (*c != '\n')
-				*o++ = *c;
-		*o = '\0';
-		appendStringInfo(&buf, "{\"seal_id\":%s,\"token\":\"%s\"}",
-						 SPI_getvalue(tt->vals[SPI_processed - 1], tt->tupdesc, 1), out);
+		while (t < SPI_processed && strcmp(SPI_getvalue(tt->vals[t], tt->tupdesc, 3), "t") != 0)
+			t++;
+		if (t < SPI_processed)
+		{
+			char	   *b64 = SPI_getvalue(tt->vals[t], tt->tupdesc, 4);
+			char	   *out = palloc(strlen(b64) + 1);
+			char	   *o = out;
+
+			/* encode() breaks lines; the document carries one string */
+			for (char *c = b64; *c; c++)
+				if (*c != '\n')
+					*o++ = *c;
+			*o = '\0';
+			appendStringInfo(&buf, "{\"seal_id\":%s,\"index\":" UINT64_FORMAT ",\"token\":\"%s\"}",
+							 SPI_getvalue(tt->vals[t], tt->tupdesc, 1), t, out);
+		}
+		else
+			appendStringInfoString(&buf, "null");
 	}
-	else
-		appendStringInfoString(&buf, "null");
+	appendStringInfoString(&buf, ",\"cosignatures\":[");
+	for (uint64 i = 0; i < ncosignatures; i++)
+	{
+		int64		cosigned = DatumGetInt64(SPI_getbinval(cosignatures->vals[i], cosignatures->tupdesc, 2, &isnull));
+		uint64		k = 0;
+
+		while (k < SPI_processed &&
+			   DatumGetInt64(SPI_getbinval(tt->vals[k], tt->tupdesc, 1, &isnull)) != cosigned)
+			k++;
+		if (k == SPI_processed)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("seal %lld cosigned by witness \"%s\" is missing", (long long) cosigned,
+							SPI_getvalue(cosignatures->vals[i], cosignatures->tupdesc, 1)),
+					 errhint("Run interop.verify_log().")));
+		appendStringInfoString(&buf, i ? ",{\"witness\":" : "{\"witness\":");
+		JsonText(&buf, SPI_getvalue(cosignatures->vals[i], cosignatures->tupdesc, 1));
+		appendStringInfo(&buf, ",\"seal_id\":" INT64_FORMAT ",\"index\":" UINT64_FORMAT ",\"jws\":", cosigned, k);
+		JsonText(&buf, SPI_getvalue(cosignatures->vals[i], cosignatures->tupdesc, 3));
+		appendStringInfoChar(&buf, '}');
+	}
+	appendStringInfoChar(&buf, ']');
 
 	/* the key the seal names, among those the node has had */
 	{
@@ -1726,6 +1783,8 @@ interop_evidence(PG_FUNCTION_ARGS)
 	appendStringInfoString(&buf, ",\"seal_key\":");
 	JsonText(&buf, kid_pem);
 	appendStringInfoChar(&buf, '}');
+	/* the document is in SPI's memory, which SPI_finish() frees */
+	doc = MemoryContextStrdup(caller, buf.data);
 	SPI_finish();
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(doc)));
 }

@@ -136,7 +136,7 @@ CREATE FUNCTION interop.evidence(message_id bigint) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'interop_evidence' LANGUAGE C STABLE STRICT
     SECURITY DEFINER SET search_path = pg_catalog, interop;
 COMMENT ON FUNCTION interop.evidence(bigint) IS
-    'one self-contained JSON document for an exchange: request, answer, the record''s bytes, its seal with the Merkle path, the chain to a timestamp and its token';
+    'one self-contained JSON document for an exchange: request, answer, the record''s bytes, its seal with the Merkle path, the chain of seals to a timestamp token and to the witnesses'' cosignatures';
 
 REVOKE ALL ON interop.node_key, interop.log_seal FROM PUBLIC;
 GRANT SELECT ON interop.node_key, interop.log_seal TO interop_admin, interop_auditor, interop_worker;

@@ -7,12 +7,14 @@
 // the first certificate of each x5c), that the answer is bound to the
 // request (req, jti), that the record's bytes hold both messages and hash to
 // the leaf, the Merkle path from the leaf to the seal's signed root, the
-// seal's signature (seal_key), and that each seal of the chain names the
-// hash of the one before it.  It writes to OUTDIR what openssl then checks:
-// request.leaf.pem / request.chain.pem and response.*.pem (for openssl
-// verify against the federation's root), timestamped.jws and token.der (for
-// openssl ts -verify).  Prints the checks passed; exits 1 on the first one
-// that fails.
+// seal's signature (seal_key), that each seal of the chain names the hash
+// of the one before it, and each witness's cosignature: signed by the key
+// of its x5c certificate, whose common name is the witness, for this node,
+// over the hash of a seal of the chain.  It writes to OUTDIR what openssl
+// then checks: request.leaf.pem / request.chain.pem, response.*.pem and
+// cosignature-N.*.pem (for openssl verify against the federation's root),
+// timestamped.jws and token.der (for openssl ts -verify).  Prints the checks
+// passed; exits 1 on the first one that fails.
 'use strict';
 const fs = require('fs');
 const crypto = require('crypto');
@@ -82,8 +84,26 @@ async function main() {
   }
   passed.push(`the chain of ${ev.chain.length} seals links up`);
 
-  fs.writeFileSync(`${out}/timestamped.jws`, ev.chain[ev.chain.length - 1]);
-  if (ev.timestamp) fs.writeFileSync(`${out}/token.der`, Buffer.from(ev.timestamp.token, 'base64'));
+  if (ev.timestamp) {
+    const t = ev.chain[ev.timestamp.index];
+    if (t === undefined) fail('the timestamp names no seal of the chain');
+    fs.writeFileSync(`${out}/timestamped.jws`, t);
+    fs.writeFileSync(`${out}/token.der`, Buffer.from(ev.timestamp.token, 'base64'));
+  }
+
+  for (const [n, c] of (ev.cosignatures || []).entries()) {
+    const header = jose.decodeProtectedHeader(c.jws);
+    if (header.typ !== 'interop-cosignature') fail(`cosignature ${n} is not a cosignature`);
+    const p = await signedBy(c.jws, `cosignature-${n}`);
+    const cn = new crypto.X509Certificate(Buffer.from(header.x5c[0], 'base64')).subject
+      .split('\n').find((l) => l.startsWith('CN='));
+    if (cn !== `CN=${c.witness}`) fail(`cosignature ${n} is signed by ${cn}, not by the witness ${c.witness}`);
+    if (p.iss !== c.witness || p.node !== ev.node) fail(`cosignature ${n} is not ${c.witness}'s of the seals of ${ev.node}`);
+    const k = ev.chain.findIndex((jws) => b64u(sha256(jws)) === p.head);
+    if (k < 0) fail(`the head cosigned by ${c.witness} is no seal of the chain`);
+    passed.pop();
+    passed.push(`${c.witness} cosigned seal ${k} of the chain (${header.alg}), which follows the record's seal`);
+  }
   console.log(passed.join('\n'));
 }
 

@@ -8,6 +8,8 @@
 #    stores it and cosigns it; the node stores the cosignature, which
 #    verifies against the witness's certificate and names the seal by
 #    its hash, and verify_log() is clean;
+#  - the evidence of an exchange carries that cosignature, and node's
+#    crypto, jose and openssl verify it (and refuse it changed);
 #  - a witness removed and added again is told where it stopped
 #    (witness_gap) and cosigns the new head without an alarm;
 #  - a superuser deletes the newest, cosigned, seal of population:
@@ -27,6 +29,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use InteropTest;
 use MIME::Base64;
+use JSON::PP;
 
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $ca = federation_ca($dir);
@@ -78,6 +81,24 @@ is($tax->safe_psql('postgres', "SELECT seal FROM interop.witnessed_head WHERE no
 	$pop->safe_psql('postgres', "SELECT jws FROM interop.log_seal WHERE id = $seal"),
 	'and the seal as the node signed it');
 is($pop->safe_psql('postgres', 'SELECT count(*) FROM interop.verify_log()'), '0', 'verify_log() checks the cosignatures');
+# The evidence of an exchange carries the witness's cosignature of a later
+# head, verified with node's crypto, jose and openssl alone.
+my $message = $pop->safe_psql('postgres', q{
+	SELECT max(id) FROM interop.message_log WHERE direction = 'in' AND status = 200});
+spew("$dir/evidence.json", $pop->safe_psql('postgres', "SELECT interop.evidence($message)"));
+mkdir "$dir/ev";
+my $verifier = "NODE_PATH=/usr/share/nodejs node $TOP/test/evidence/verify-evidence.cjs";
+my $checked = `$verifier $dir/evidence.json $dir/ev 2>&1`;
+is($?, 0, 'the evidence of an exchange verifies with its cosignature') or diag($checked);
+like($checked, qr/^\Q$TAX\E cosigned seal \d+ of the chain \(ES256\), which follows the record's seal$/m,
+	'the witness cosigned a head the record\'s seal leads to');
+like(`openssl verify -CAfile $ca/fedroot/ca.crt -untrusted $dir/ev/cosignature-0.chain.pem $dir/ev/cosignature-0.leaf.pem 2>&1`,
+	qr/: OK$/m, 'openssl verify: the witness\'s certificate chains to the federation\'s root');
+my $doc = JSON::PP::decode_json(slurp("$dir/evidence.json"));
+is(scalar @{ $doc->{cosignatures} }, 1, 'one cosignature: tax is population\'s only witness');
+$doc->{cosignatures}[0]{jws} =~ s/\.(.)([^.]*)$/'.' . ($1 eq 'A' ? 'B' : 'A') . $2/e;
+spew("$dir/forged.json", JSON::PP::encode_json($doc));
+like(`$verifier $dir/forged.json $dir/ev 2>&1`, qr/evidence refused: /, 'a changed cosignature is refused');
 my $cos = $pop->safe_psql('postgres', "SELECT jws FROM interop.cosignature WHERE seal_id = $seal");
 my ($h64) = split /\./, $cos;
 like(MIME::Base64::decode_base64url($h64), qr/"typ":"interop-cosignature"/, 'a cosignature is a JWS of its own typ');
