@@ -86,6 +86,8 @@ GRANT SELECT ON interop.service, interop.access_grant TO interop_worker;
 GRANT SELECT ON interop.peer TO interop_worker;
 GRANT SELECT, INSERT ON interop.message_log TO interop_worker;
 GRANT SELECT ON interop.message_log_id_seq TO interop_worker;
+-- a record up to a page's size stays in its page instead of going to TOAST
+ALTER TABLE interop.message_log SET (toast_tuple_target = 8160);
 GRANT SELECT ON interop.consent, interop.consent_log, interop.consent_log_id_seq TO interop_worker;
 GRANT SELECT ON interop.node_key, interop.log_seal TO interop_worker;
 GRANT INSERT ON interop.log_seal TO interop_worker;

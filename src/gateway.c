@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -48,6 +49,8 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
+#include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
 #include "storage/procsignal.h"
@@ -468,7 +471,7 @@ SignedAnswer(Answer *a, MemoryContext cxt, int status, const char *payload)
 /* ---- one request ---- */
 
 /* what is known of a request, for its log record and its answer */
-typedef struct Exchange
+struct Exchange
 {
 	const char *body;			/* the request bytes */
 	size_t		len;
@@ -481,13 +484,59 @@ typedef struct Exchange
 	bool		monitor;		/* came in on the monitoring listener */
 	ExchangeLog log;
 	Answer		answer;
-} Exchange;
+	/* for sending it: */
+	struct evhttp_request *hreq;
+	const char *counted_as;		/* CountExchange's name */
+};
+
+/*
+ * ---- group commit ----
+ *
+ * A request's transaction commits without waiting for its WAL flush, and
+ * its answer is held back: the worker goes on with the requests that are
+ * ready meanwhile, and once none is left (an event of the lowest priority,
+ * which libevent runs only when no other event is active) it flushes the
+ * WAL once, up to the last of their commits, and sends all the answers
+ * held (a request that committed nothing waits with them, for nothing, as
+ * a read-only transaction of PostgreSQL's does).  No answer leaves before its log record is flushed, as before; one
+ * flush serves every request that finished while the previous one was
+ * being written.  The batch is bounded (GROUP_COMMIT_MAX) and is sent
+ * before the worker stops.
+ *
+ * Only where a local flush is all a commit waits for: with
+ * interop.require_synchronous_log on, or synchronous_commit waiting for a
+ * synchronous standby, each commit waits as PostgreSQL's own does and its
+ * answer is sent at once.
+ */
+#define GROUP_COMMIT_MAX 64
+
+typedef struct Exchange Exchange;
+static Exchange *held[GROUP_COMMIT_MAX];
+static int	nheld = 0;
+static XLogRecPtr held_flush = InvalidXLogRecPtr;
+static struct event *flush_event = NULL;
+static bool commit_async = false;	/* this request's commits do not flush */
+
+static void SendHeld(void);
+static void SendAnswer(Exchange *x);
+
+/* GroupCommitAllowed - whether a commit needs no more than a local flush */
+static bool
+GroupCommitAllowed(void)
+{
+	if (interop_require_synchronous_log)
+		return false;
+	return !(SyncRepRequested() && SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0');
+}
 
 /* BeginRequest - a transaction and SPI, with the memory context kept */
 static void
 BeginRequest(MemoryContext cxt)
 {
 	BeginWorkerTransaction();
+	if (commit_async)
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	MemoryContextSwitchTo(cxt);
 }
 
@@ -1276,57 +1325,125 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const Route *route = NULL;
 	char	   *not_durable;
-	Exchange	x;
+	Exchange   *x = palloc0(sizeof(Exchange));
+	XLogRecPtr	last_commit = XactLastCommitEnd;
 
-	memset(&x, 0, sizeof(x));
-	x.cxt = cxt;
-	x.started = GetCurrentTimestamp();
-	x.client = ClientAddress(hreq);
-	x.tls_member = ClientMember(hreq);
+	x->cxt = cxt;
+	x->hreq = hreq;
+	x->started = GetCurrentTimestamp();
+	x->client = ClientAddress(hreq);
+	x->tls_member = ClientMember(hreq);
 	in_request = true;
+	commit_async = GroupCommitAllowed();
 	pgstat_report_activity(STATE_RUNNING, psprintf("%s %s", method == EVHTTP_REQ_POST ? "POST" : "GET",
 												   path ? path : "?"));
 	for (int i = 0; path != NULL && i < lengthof(routes) && route == NULL; i++)
 		if (strcmp(path, routes[i].path) == 0 && (!monitor || routes[i].monitor))
 			route = &routes[i];
-	x.monitor = monitor;
+	x->monitor = monitor;
 
 	if (Overflowing(hreq))
-		HandleOverload(hreq, &x, cxt);
+		HandleOverload(hreq, x, cxt);
 	else if (path == NULL)
-		PlainAnswer(&x.answer, 400, "bad_request", "the request line has no path");
+		PlainAnswer(&x->answer, 400, "bad_request", "the request line has no path");
 	else if (route == NULL)
-		PlainAnswer(&x.answer, 404, "not_found", psprintf("no endpoint %s; see /v1/openapi.json", path));
+		PlainAnswer(&x->answer, 404, "not_found", psprintf("no endpoint %s; see /v1/openapi.json", path));
 	else if ((method & route->methods) == 0)
 	{
-		PlainAnswer(&x.answer, 405, "method_not_allowed", psprintf("%s takes %s", path, route->allow));
-		x.answer.allow = route->allow;
+		PlainAnswer(&x->answer, 405, "method_not_allowed", psprintf("%s takes %s", path, route->allow));
+		x->answer.allow = route->allow;
 	}
 	else if (route->by_service && (not_durable = SynchronousLogProblem()) != NULL)
-		HandleNotDurable(hreq, &x, cxt, not_durable);
+		HandleNotDurable(hreq, x, cxt, not_durable);
 	else if (route->by_service && (not_durable = TimestampGapProblem()) != NULL)
-		HandleNotTimestamped(hreq, &x, cxt, not_durable);
+		HandleNotTimestamped(hreq, x, cxt, not_durable);
 	else
 	{
-		route->handler(hreq, &x, cxt);
+		route->handler(hreq, x, cxt);
 		/* committed here, but not confirmed by a synchronous standby: no answer */
-		if (route->by_service && !LastCommitDurable())
-			HandleNotDurable(hreq, &x, cxt,
+		if (route->by_service && !commit_async && !LastCommitDurable())
+			HandleNotDurable(hreq, x, cxt,
 							 "the exchange's log record was committed on this node, but no synchronous standby confirmed it");
 	}
 
 	/* count it: a query by its service once verified, the rest by endpoint */
-	CountExchange('g',
-				  route == NULL ? "(other)" :
-				  route->by_service ? (x.req.svc ? x.req.svc : "(unverified)") : route->path,
-				  x.answer.status, (double) (GetCurrentTimestamp() - x.started) / 1000.0,
-				  x.answer.status >= 400 ? x.log.error_code : NULL);
-	Send(hreq, &x.answer);
+	x->counted_as = route == NULL ? "(other)" :
+		route->by_service ? (x->req.svc ? x->req.svc : "(unverified)") : route->path;
 	in_request = false;
 	QueryCancelPending = false;
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(oldcxt);
-	MemoryContextDelete(cxt);
+
+	if (!commit_async)
+	{
+		SendAnswer(x);
+		return;
+	}
+	/* held until its commit, if it made one, is flushed */
+	commit_async = false;
+	held[nheld++] = x;
+	if (XactLastCommitEnd != last_commit)
+		held_flush = Max(held_flush, XactLastCommitEnd);
+	if (nheld == GROUP_COMMIT_MAX)
+		SendHeld();
+	else if (nheld == 1)
+		event_active(flush_event, EV_TIMEOUT, 0);
+}
+
+/* FlushHeld - the lowest-priority event: no request is ready, flush and send */
+static void
+FlushHeld(evutil_socket_t fd, short what, void *arg)
+{
+	SendHeld();
+}
+
+/*
+ * SendHeld - flush the WAL up to the held answers' last commit, then send
+ * them.  A flush that fails (PostgreSQL raises a PANIC for a
+ * write error; an ERROR here is a bug) sends a plain 500 instead: the
+ * consumer's retry with the same jti gets the logged answer.
+ */
+static void
+SendHeld(void)
+{
+	volatile bool flushed = false;
+
+	if (nheld == 0)
+		return;
+	PG_TRY();
+	{
+		if (held_flush != InvalidXLogRecPtr)
+			XLogFlush(held_flush);
+		flushed = true;
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	for (int i = 0; i < nheld; i++)
+	{
+		if (!flushed)
+		{
+			MemoryContextSwitchTo(held[i]->cxt);
+			PlainAnswer(&held[i]->answer, 500, "internal_error", "the provider could not flush its log");
+		}
+		SendAnswer(held[i]);
+	}
+	MemoryContextSwitchTo(TopMemoryContext);
+	nheld = 0;
+	held_flush = InvalidXLogRecPtr;
+}
+
+/* SendAnswer - count and send an answer, and free its request */
+static void
+SendAnswer(Exchange *x)
+{
+	CountExchange('g', x->counted_as, x->answer.status, (double) (GetCurrentTimestamp() - x->started) / 1000.0,
+				  x->answer.status >= 400 ? x->log.error_code : NULL);
+	Send(x->hreq, &x->answer);
+	MemoryContextDelete(x->cxt);
 }
 
 /* ---- the loop ---- */
@@ -1530,7 +1647,14 @@ GatewayMain(Datum arg)
 
 	connection_mark = SSL_get_ex_new_index(0, NULL, NULL, NULL, ConnectionFreed);
 	base = event_base_new();
-	http = base ? evhttp_new(base) : NULL;
+	/* three priorities: everything at the default (1), the group flush at 2 */
+	if (base != NULL && event_base_priority_init(base, 3) == 0)
+	{
+		flush_event = event_new(base, -1, 0, FlushHeld, NULL);
+		if (flush_event != NULL)
+			event_priority_set(flush_event, 2);
+	}
+	http = flush_event ? evhttp_new(base) : NULL;
 	if (http == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("could not create the HTTP server")));
 	evhttp_set_max_body_size(http, interop_max_request_size);
@@ -1580,8 +1704,11 @@ GatewayMain(Datum arg)
 
 	event_base_dispatch(base);
 
-	/* clean exit: stop accepting, let the postmaster know */
+	/* clean exit: the answers held are sent, then stop accepting */
+	SendHeld();
+	(void) event_base_loop(base, EVLOOP_NONBLOCK);
 	event_free(tick);
+	event_free(flush_event);
 	if (monitor_http)
 		evhttp_free(monitor_http);
 	evhttp_free(http);

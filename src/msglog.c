@@ -214,20 +214,23 @@ FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out)
  * A consumer's record of an exchange must survive a rollback of the calling
  * transaction: a user must not hide a read with ROLLBACK, and a failed call
  * ends in an ERROR that rolls everything back anyway.  interop.query()
- * therefore never writes its record itself.  It copies the record into a
- * dynamic shared memory segment and hands it to another process, which
- * inserts and commits it; the caller waits for that commit before it
- * returns any row.  The record is durable before the data is in the user's
- * hands, whatever the calling transaction does next.
+ * therefore never writes its record itself.  It copies the record into
+ * shared memory and hands it to another process, which inserts and commits
+ * it; the caller waits for that commit before it returns any row.  The
+ * record is durable before the data is in the user's hands, whatever the
+ * calling transaction does next.
  *
  * When the library is preloaded, the other process is the log writer, a
  * background worker that runs for the life of the server in
- * interop.database.  Its queue is one slot per PGPROC in shared memory: a
- * backend puts its segment's handle in its own slot and sets the writer's
+ * interop.database.  Its queue is one slot per PGPROC in shared memory,
+ * each with room for a record of up to SLOT_RECORD_SIZE bytes: a backend
+ * copies its record into its own slot (a larger one into a dynamic shared
+ * memory segment, whose handle the slot then holds) and sets the writer's
  * latch; the writer takes every pending slot, inserts all those records in
  * one transaction, commits (one WAL flush for all of them: group commit)
  * and sets each waiter's latch.  Otherwise (not preloaded, or another
- * database) a short-lived background worker is started for the one record.
+ * database) a short-lived background worker is started for the one record,
+ * in a segment of its own.
  */
 
 /* a record in shared memory: fixed fields, then the strings */
@@ -264,10 +267,14 @@ static const size_t record_strings[RECORD_STRINGS] = {
 #define SLOT_TAKEN		2		/* the writer is writing it */
 #define SLOT_DONE		3		/* committed, or failed: see the record */
 
+/* a record up to this size goes in the slot itself, larger ones in a segment */
+#define SLOT_RECORD_SIZE 16384
+
 typedef struct LogSlot
 {
 	int			state;
-	dsm_handle	handle;
+	bool		in_slot;		/* the record is in the slot's buffer, */
+	dsm_handle	handle;			/* else in this segment */
 	Latch	   *latch;			/* the waiting backend's */
 } LogSlot;
 
@@ -297,11 +304,25 @@ QueueSlots(void)
 	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
 }
 
+/* SlotsSize - the queue up to its slots' buffers */
+static Size
+SlotsSize(void)
+{
+	return MAXALIGN(add_size(offsetof(LogQueue, slots), mul_size(QueueSlots(), sizeof(LogSlot))));
+}
+
 /* LogQueueShmemSize - shared memory for the queue (shmem_request_hook) */
 Size
 LogQueueShmemSize(void)
 {
-	return add_size(offsetof(LogQueue, slots), mul_size(QueueSlots(), sizeof(LogSlot)));
+	return add_size(SlotsSize(), mul_size(QueueSlots(), SLOT_RECORD_SIZE));
+}
+
+/* SlotRecord - the buffer of slot i */
+static SharedRecord *
+SlotRecord(int i)
+{
+	return (SharedRecord *) ((char *) queue + SlotsSize() + (Size) i * SLOT_RECORD_SIZE);
 }
 
 /* LogQueueShmemInit - create or attach the queue (shmem_startup_hook) */
@@ -354,24 +375,28 @@ MySlot(void)
 	return MyProcSlot();
 }
 
-/* CopyRecord - a new segment holding the record */
-static dsm_segment *
-CopyRecord(const ExchangeLog *l)
+/* RecordSize - the bytes a record takes in shared memory */
+static Size
+RecordSize(const ExchangeLog *l)
 {
-	const char *s[RECORD_STRINGS];
 	Size		size = offsetof(SharedRecord, data) + 1;
-	dsm_segment *seg;
-	SharedRecord *rec;
-	char	   *p;
 
 	for (int i = 0; i < RECORD_STRINGS; i++)
 	{
-		s[i] = *RecordString(l, i);
-		if (s[i] != NULL)
-			size += strlen(s[i]) + 1;
+		const char *s = *RecordString(l, i);
+
+		if (s != NULL)
+			size += strlen(s) + 1;
 	}
-	seg = dsm_create(size, 0);
-	rec = dsm_segment_address(seg);
+	return size;
+}
+
+/* CopyRecord - the record into rec, which has room for RecordSize(l) */
+static void
+CopyRecord(const ExchangeLog *l, SharedRecord *rec)
+{
+	char	   *p;
+
 	memset(rec, 0, offsetof(SharedRecord, data));
 	rec->status = l->status;
 	rec->row_count = l->row_count;
@@ -382,12 +407,25 @@ CopyRecord(const ExchangeLog *l)
 	p = rec->data + 1;			/* offset 0 means NULL */
 	for (int i = 0; i < RECORD_STRINGS; i++)
 	{
-		if (s[i] == NULL)
+		const char *s = *RecordString(l, i);
+		size_t		len;
+
+		if (s == NULL)
 			continue;
+		len = strlen(s) + 1;
 		rec->offset[i] = p - rec->data;
-		strcpy(p, s[i]);
-		p += strlen(s[i]) + 1;
+		memcpy(p, s, len);
+		p += len;
 	}
+}
+
+/* RecordSegment - a new segment holding the record */
+static dsm_segment *
+RecordSegment(const ExchangeLog *l)
+{
+	dsm_segment *seg = dsm_create(RecordSize(l), 0);
+
+	CopyRecord(l, dsm_segment_address(seg));
 	return seg;
 }
 
@@ -408,23 +446,27 @@ ReadRecord(SharedRecord *rec, ExchangeLog *l)
 
 /*
  * HandToWriter - give the record to the log writer and wait until it is
- * committed.  False, with nothing handed over, when no writer serves this
- * database, or when the writer stopped before taking the record.
+ * committed: l, copied into this process's slot, or when seg is not NULL,
+ * the record in that segment.  Returns the record as the writer left it,
+ * or NULL, with nothing handed over, when no writer serves this database,
+ * or when the writer stopped before taking the record.
  *
- * The segment is pinned before it is handed over and the writer unpins it
+ * A segment is pinned before it is handed over and the writer unpins it
  * once written, so the wait can be interrupted (a cancel, a terminate):
  * the record is then still written, after this backend has gone on.  A
- * slot left busy that way is reused only once the writer is done with it.
+ * slot left busy that way (its buffer or its segment) is reused only once
+ * the writer is done with it.
  */
-static bool
-HandToWriter(dsm_segment *seg)
+static SharedRecord *
+HandToWriter(const ExchangeLog *l, dsm_segment *seg)
 {
 	LogSlot    *slot;
 	Latch	   *writer;
 	int			state;
+	bool		copied = false;
 
 	if (queue == NULL)
-		return false;
+		return NULL;
 	slot = &queue->slots[MySlot()];
 	for (;;)
 	{
@@ -433,14 +475,24 @@ HandToWriter(dsm_segment *seg)
 		if (writer == NULL || queue->writer_db != MyDatabaseId)
 		{
 			SpinLockRelease(&queue->mutex);
-			return false;
+			return NULL;
 		}
 		if (slot->state == SLOT_DONE)
 			slot->state = SLOT_FREE;	/* an earlier owner's, acknowledged */
+		if (slot->state == SLOT_FREE && seg == NULL && !copied)
+		{
+			/* only this process hands over through its slot: fill it unlocked */
+			SpinLockRelease(&queue->mutex);
+			CopyRecord(l, SlotRecord(MySlot()));
+			copied = true;
+			continue;
+		}
 		if (slot->state == SLOT_FREE)
 		{
-			dsm_pin_segment(seg);
-			slot->handle = dsm_segment_handle(seg);
+			if (seg != NULL)
+				dsm_pin_segment(seg);
+			slot->in_slot = seg == NULL;
+			slot->handle = seg != NULL ? dsm_segment_handle(seg) : 0;
 			slot->latch = MyLatch;
 			slot->state = SLOT_PENDING;
 			SpinLockRelease(&queue->mutex);
@@ -470,11 +522,12 @@ HandToWriter(dsm_segment *seg)
 			slot->state = SLOT_FREE;
 		SpinLockRelease(&queue->mutex);
 		if (state == SLOT_DONE)
-			return true;
+			return seg != NULL ? dsm_segment_address(seg) : SlotRecord(MySlot());
 		if (state == SLOT_FREE)
 		{
-			dsm_unpin_segment(dsm_segment_handle(seg));
-			return false;
+			if (seg != NULL)
+				dsm_unpin_segment(dsm_segment_handle(seg));
+			return NULL;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
@@ -521,12 +574,22 @@ StartOneShotWriter(dsm_segment *seg)
 int64
 LogExchangeDurably(const ExchangeLog *l)
 {
-	dsm_segment *seg = CopyRecord(l);
-	SharedRecord *rec = dsm_segment_address(seg);
+	dsm_segment *seg = NULL;
+	SharedRecord *rec = NULL;
 	int64		id;
 
-	if (!HandToWriter(seg))
+	if (RecordSize(l) <= SLOT_RECORD_SIZE)
+		rec = HandToWriter(l, NULL);
+	if (rec == NULL)
+	{
+		seg = RecordSegment(l);
+		rec = HandToWriter(l, seg);
+	}
+	if (rec == NULL)
+	{
 		StartOneShotWriter(seg);
+		rec = dsm_segment_address(seg);
+	}
 	if (!rec->written)
 		ereport(ERROR,
 				(errcode(rec->sqlerrcode ? rec->sqlerrcode : ERRCODE_INTERNAL_ERROR),
@@ -535,7 +598,8 @@ LogExchangeDurably(const ExchangeLog *l)
 				 rec->error[0] ? errdetail("%s", rec->error) : errdetail("The server log has the log writer's error."),
 				 errhint("The answer is withheld: nothing is returned unlogged.")));
 	id = rec->id;
-	dsm_detach(seg);
+	if (seg != NULL)
+		dsm_detach(seg);
 	return id;
 }
 
@@ -748,6 +812,7 @@ LogWriterMain(Datum arg)
 	dsm_segment **segs;
 	Latch	  **waiters;
 	int		   *taken;
+	bool	   *in_slot;
 
 	WorkerSetSigterm(WriterSigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -758,6 +823,7 @@ LogWriterMain(Datum arg)
 	segs = palloc(sizeof(dsm_segment *) * queue->nslots);
 	waiters = palloc(sizeof(Latch *) * queue->nslots);
 	taken = palloc(sizeof(int) * queue->nslots);
+	in_slot = palloc(sizeof(bool) * queue->nslots);
 
 	while (!writer_stop && !ExtensionInstalled())
 	{
@@ -794,6 +860,7 @@ LogWriterMain(Datum arg)
 			{
 				queue->slots[i].state = SLOT_TAKEN;
 				taken[n] = i;
+				in_slot[n] = queue->slots[i].in_slot;
 				segs[n] = (dsm_segment *) (uintptr_t) queue->slots[i].handle;
 				waiters[n] = queue->slots[i].latch;
 				n++;
@@ -809,6 +876,12 @@ LogWriterMain(Datum arg)
 			{
 				dsm_handle	h = (dsm_handle) (uintptr_t) segs[i];
 
+				if (in_slot[i])
+				{
+					segs[i] = NULL;
+					recs[m++] = SlotRecord(taken[i]);
+					continue;
+				}
 				segs[i] = dsm_attach(h);
 				if (segs[i] == NULL)
 					elog(LOG, "interop log writer: a handed-over record is gone");

@@ -36,9 +36,12 @@ COMMENT ON TABLE interop.message_log IS 'every exchange, served (in) and made (o
 CREATE UNIQUE INDEX message_log_first_jti ON interop.message_log (peer, jti)
     WHERE direction = 'in' AND replay_of IS NULL AND status < 500;
 CREATE INDEX message_log_at ON interop.message_log (at);
--- a JWS is base64: compression gains little and costs CPU on every exchange
+-- a JWS is base64: compression gains little and costs CPU on every exchange;
+-- and a record up to a page's size stays in its page instead of going to
+-- TOAST in pieces (two inserts more into the TOAST table and its index)
 ALTER TABLE interop.message_log ALTER COLUMN request SET STORAGE EXTERNAL,
                                 ALTER COLUMN response SET STORAGE EXTERNAL;
+ALTER TABLE interop.message_log SET (toast_tuple_target = 8160);
 
 SELECT pg_catalog.pg_extension_config_dump('interop.message_log', '');
 SELECT pg_catalog.pg_extension_config_dump('interop.message_log_id_seq', '');

@@ -42,7 +42,7 @@ ssl = on
 shared_preload_libraries = 'interop'
 interop.listen_addresses = '127.0.0.1'
 interop.port = $gport
-interop.gateway_workers = 2
+${GATEWAY_WORKERS:+interop.gateway_workers = $GATEWAY_WORKERS}
 CONF
 echo "hostssl all all 127.0.0.1/32 trust" > "$tmp/provider/pg_hba.conf"
 echo "local all all trust" >> "$tmp/provider/pg_hba.conf"
@@ -102,7 +102,7 @@ cp "$tmp/fdw.sql" "$tmp/local.sql"; sed -i 's/remote_person/person/' "$tmp/local
 
 # wait for the gateway, and check that each way returns the row
 for i in $(seq 1 100); do
-    [ "$(grep -c 'interop gateway [0-9]* listening' "$tmp/provider.log")" -ge 2 ] && break; sleep 0.1
+    [ "$(grep -c 'interop gateway [0-9]* listening' "$tmp/provider.log")" -ge "$(P -qAtc 'SHOW interop.gateway_workers')" ] && break; sleep 0.1
 done
 [ "$(C -qAtc "SELECT q->>'name' FROM interop.query('$PROVIDER', 'person', '{\"id\":\"P42\"}', 'benchmark') q")" = "Person 42" ]
 [ "$(C -qAtc "SELECT name FROM remote_person WHERE id = 'P42'")" = "Person 42" ]
