@@ -182,22 +182,22 @@ Base64UrlEncode(const unsigned char *data, size_t len)
 	return out;
 }
 
-/* Base64UrlValue - the value of a base64url character, or -1 */
-int
-Base64UrlValue(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
+/*
+ * base64url_value - the value of each byte as a base64url character, or -1:
+ * a table, because every byte of every JWS is checked and decoded
+ */
+#define B64_ROW_INVALID -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+const int8 base64url_value[256] = {
+	B64_ROW_INVALID, B64_ROW_INVALID,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,	/* '-' */
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,	/* '0'..'9' */
+	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,	/* 'A'.. */
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63, /* ..'Z', '_' */
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, /* 'a'.. */
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1, /* ..'z' */
+	B64_ROW_INVALID, B64_ROW_INVALID, B64_ROW_INVALID, B64_ROW_INVALID,
+	B64_ROW_INVALID, B64_ROW_INVALID, B64_ROW_INVALID, B64_ROW_INVALID
+};
 
 /*
  * Base64UrlDecode - decode unpadded base64url; NULL when data is not that.

@@ -255,7 +255,14 @@ extern void OwnX509Stack(STACK_OF(X509) *certs);
 extern BIO *NewMemBio(void);
 extern char *MemBioText(BIO *bio);
 extern char *Base64UrlEncode(const unsigned char *data, size_t len);
-extern int	Base64UrlValue(unsigned char c);
+extern PGDLLIMPORT const int8 base64url_value[256];
+
+/* Base64UrlValue - the value of a base64url character, or -1 */
+static inline int
+Base64UrlValue(unsigned char c)
+{
+	return base64url_value[c];
+}
 extern unsigned char *Base64UrlDecode(const char *data, size_t len, size_t *outlen);
 extern char *Base64Encode(const unsigned char *data, size_t len);
 extern unsigned char *Base64Decode(const char *data, size_t len, size_t *outlen);
