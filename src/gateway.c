@@ -1422,6 +1422,8 @@ SendHeld(void)
 		FlushErrorState();
 	}
 	PG_END_TRY();
+	if (flushed && held_flush != InvalidXLogRecPtr)
+		CountGroupCommit(nheld);
 	for (int i = 0; i < nheld; i++)
 	{
 		if (!flushed)

@@ -611,6 +611,7 @@ extern int	LogQueueDepth(void);
 extern bool LogWriteFailing(int within_s, char *why, size_t whylen);
 extern void InteropStatsShmemInit(void);
 extern void CountExchange(char kind, const char *name, int status, double ms, const char *error);
+extern void CountGroupCommit(int n);
 extern char *MetricsText(const char *extra);
 
 /* in sync.c */

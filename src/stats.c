@@ -53,6 +53,8 @@ typedef struct InteropStats
 	TimestampTz log_failed_at;	/* ... and that failed */
 	char		log_failure[STAT_ERROR];
 	uint64		refused_handshakes[256];	/* by TLS alert description */
+	uint64		group_flushes;	/* the gateway's group commits */
+	uint64		group_answers;	/* ... and the answers they sent */
 	TimestampTz timestamp_gap_since;	/* the oldest seal without a timestamp (0: none) */
 	char		timestamp_failure[STAT_ERROR];	/* why the last request to the TSA failed */
 	StatSlot	slots[STAT_SLOTS];
@@ -141,6 +143,18 @@ CountRefusedHandshake(int alert)
 		return;
 	SpinLockAcquire(&stats->mutex);
 	stats->refused_handshakes[alert & 0xff]++;
+	SpinLockRelease(&stats->mutex);
+}
+
+/* CountGroupCommit - the gateway flushed once for n held answers */
+void
+CountGroupCommit(int n)
+{
+	if (stats == NULL)
+		return;
+	SpinLockAcquire(&stats->mutex);
+	stats->group_flushes++;
+	stats->group_answers += n;
 	SpinLockRelease(&stats->mutex);
 }
 
@@ -374,6 +388,23 @@ MetricsText(const char *extra)
 			if (refused[a] > 0)
 				appendStringInfo(&buf, "interop_tls_handshakes_refused_total{reason=\"%s\"} " UINT64_FORMAT "\n",
 								 SSL_alert_desc_string_long(a), refused[a]);
+	}
+	if (stats != NULL)
+	{
+		uint64		flushes,
+					answers;
+
+		SpinLockAcquire(&stats->mutex);
+		flushes = stats->group_flushes;
+		answers = stats->group_answers;
+		SpinLockRelease(&stats->mutex);
+		appendStringInfo(&buf,
+						 "# HELP interop_gateway_group_flushes_total WAL flushes of the gateway's group commit, each for every answer held meanwhile.\n"
+						 "# TYPE interop_gateway_group_flushes_total counter\n"
+						 "interop_gateway_group_flushes_total " UINT64_FORMAT "\n"
+						 "# HELP interop_gateway_group_answers_total Answers sent after a group flush (divided by the flushes: answers per flush).\n"
+						 "# TYPE interop_gateway_group_answers_total counter\n"
+						 "interop_gateway_group_answers_total " UINT64_FORMAT "\n", flushes, answers);
 	}
 	appendStringInfo(&buf,
 					 "# HELP interop_log_queue_records Records handed to the log writer and not yet taken.\n"
