@@ -1014,3 +1014,7 @@ GRANT UPDATE ON interop.witness_status TO interop_worker;
 GRANT INSERT ON interop.cosignature, interop.witnessed_head, interop.witness_alarm TO interop_worker;
 GRANT USAGE ON SEQUENCE interop.cosignature_id_seq, interop.witnessed_head_id_seq, interop.witness_alarm_id_seq
     TO interop_worker;
+
+-- the sync worker's look for due requests reads them in order from the index
+DROP INDEX interop.async_request_due;
+CREATE INDEX async_request_due ON interop.async_request (next_attempt, id) WHERE state = 'pending';

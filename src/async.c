@@ -30,6 +30,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #define ASYNC_LIFETIME 3600		/* seconds: the protocol's longest */
 
@@ -257,19 +258,39 @@ FailAsync(Transfer *t, ErrorData *edata)
  * StartAsync - claim free slots for the due requests.  Requests without a
  * stored request are signed and stored first: the engine commits before it
  * sends.  A request whose peer was removed fails at once.
+ *
+ * The first free-slots many due requests are read in order from the index
+ * async_request_due (next_attempt, id), and only they are joined with their
+ * peer: with a long queue, sorting every pending request each round was
+ * most of the sync worker's time.  statement_timestamp(), not
+ * clock_timestamp(), so that the bound can be an index condition.  The
+ * outer ORDER BY sorts the few rows the LIMIT kept, which enable_sort = off
+ * cannot prevent and need not.
  */
 static void
 StartAsync(void)
 {
 	uint64		nrows;
 	SPITupleTable *tt;
+	int			nest = NewGUCNestLevel();
 
+	/*
+	 * Read them in index order whatever the statistics say: right after a
+	 * large batch is queued they still count the queue as short, and the
+	 * planner would sort every pending request for each free slot.
+	 */
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	nrows = DueOfKind(&async_transfers,
 					  "SELECT a.id, a.provider::text, a.service, a.purpose, a.params::text, a.jti::text, "
 					  "a.request, a.attempts, p.base_url, p.more_urls "
-					  "FROM interop.async_request a LEFT JOIN interop.peer p ON p.member_id = a.provider "
-					  "WHERE a.state = 'pending' AND a.next_attempt <= pg_catalog.clock_timestamp() "
-					  "AND a.id::text <> ALL ($1) ORDER BY a.next_attempt, a.id LIMIT $2");
+					  "FROM (SELECT * FROM interop.async_request d "
+					  "      WHERE d.state = 'pending' AND d.next_attempt <= pg_catalog.statement_timestamp() "
+					  "      AND d.id::text <> ALL ($1) ORDER BY d.next_attempt, d.id LIMIT $2) a "
+					  "LEFT JOIN interop.peer p ON p.member_id = a.provider ORDER BY a.next_attempt, a.id");
+	AtEOXact_GUC(true, nest);
 	tt = SPI_tuptable;
 	if (nrows > 0)
 		PeerIdentityLoad();

@@ -29,7 +29,9 @@ CREATE TABLE interop.async_request (
     completed_at  timestamptz
 );
 COMMENT ON TABLE interop.async_request IS 'asynchronous queries: pending, done (with the verified answer) or failed';
-CREATE INDEX async_request_due ON interop.async_request (next_attempt) WHERE state = 'pending';
+-- the sync worker's look for due requests: ORDER BY next_attempt, id LIMIT
+-- free slots, read from the index in order instead of sorting every pending one
+CREATE INDEX async_request_due ON interop.async_request (next_attempt, id) WHERE state = 'pending';
 SELECT pg_catalog.pg_extension_config_dump('interop.async_request', '');
 SELECT pg_catalog.pg_extension_config_dump('interop.async_request_id_seq', '');
 REVOKE ALL ON interop.async_request FROM PUBLIC;
