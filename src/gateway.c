@@ -497,11 +497,12 @@ struct Exchange
  * ready meanwhile, and once none is left (an event of the lowest priority,
  * which libevent runs only when no other event is active) it flushes the
  * WAL once, up to the last of their commits, and sends all the answers
- * held (a request that committed nothing waits with them, for nothing, as
- * a read-only transaction of PostgreSQL's does).  No answer leaves before its log record is flushed, as before; one
- * flush serves every request that finished while the previous one was
- * being written.  The batch is bounded (GROUP_COMMIT_MAX) and is sent
- * before the worker stops.
+ * held.  A request that committed nothing waits with them but needs no
+ * flush of its own, as a read-only transaction of PostgreSQL's needs none.
+ * No answer leaves before its log record is flushed, as before; one flush
+ * serves every request that finished while the previous one was being
+ * written.  The batch is bounded (GROUP_COMMIT_MAX) and is sent before the
+ * worker stops.
  *
  * Only where a local flush is all a commit waits for: with
  * interop.require_synchronous_log on, or synchronous_commit waiting for a
@@ -1399,9 +1400,9 @@ FlushHeld(evutil_socket_t fd, short what, void *arg)
 
 /*
  * SendHeld - flush the WAL up to the held answers' last commit, then send
- * them.  A flush that fails (PostgreSQL raises a PANIC for a
- * write error; an ERROR here is a bug) sends a plain 500 instead: the
- * consumer's retry with the same jti gets the logged answer.
+ * them.  A flush that fails (PostgreSQL raises a PANIC for a write error;
+ * an ERROR here is a bug) sends a plain 500 instead: the consumer's retry
+ * with the same jti gets the logged answer.
  */
 static void
 SendHeld(void)
