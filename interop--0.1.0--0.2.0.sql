@@ -1018,3 +1018,28 @@ GRANT USAGE ON SEQUENCE interop.cosignature_id_seq, interop.witnessed_head_id_se
 -- the sync worker's look for due requests reads them in order from the index
 DROP INDEX interop.async_request_due;
 CREATE INDEX async_request_due ON interop.async_request (next_attempt, id) WHERE state = 'pending';
+
+-- each distinct protected header of a logged JWS, kept once: records from
+-- now on refer to it by its digest; the records before keep theirs
+CREATE TABLE interop.message_header (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    digest  text NOT NULL,          -- base64url SHA-256 of header
+    header  text NOT NULL           -- the protected header, base64url, as in the JWS
+);
+-- not unique: two writers of a new header at once each insert it, and
+-- neither waits for the other's transaction
+CREATE INDEX message_header_digest ON interop.message_header (digest);
+COMMENT ON TABLE interop.message_header IS 'the protected headers (signer chains) of the logged messages, each once, by SHA-256';
+CREATE FUNCTION interop.message_jws(stored text) RETURNS text
+    AS 'MODULE_PATHNAME', 'interop_message_jws' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION interop.message_jws(text) IS
+    'a message_log (or log_archive) request or response as the JWS that was sent, its protected header put back';
+SELECT pg_catalog.pg_extension_config_dump('interop.message_header', '');
+SELECT pg_catalog.pg_extension_config_dump('interop.message_header_id_seq', '');
+REVOKE ALL ON interop.message_header FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.message_jws(text) FROM PUBLIC;
+GRANT SELECT ON interop.message_header TO interop_auditor;
+GRANT SELECT, INSERT ON interop.message_header TO interop_worker;
+GRANT EXECUTE ON FUNCTION interop.message_jws(text) TO interop_auditor, interop_worker;
+CREATE TRIGGER message_header_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.message_header
+    FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();

@@ -418,6 +418,8 @@ extern char *CatalogAnswer(const char *consumer, const char *if_none_match, char
 /* in msglog.c */
 extern int64 LogExchange(const ExchangeLog *l);
 extern bool LoggedBodyKept(const char *jws);
+extern char *LoggedJws(const char *stored);
+extern const char *JwsHeaderRef(const char *stored, size_t len);
 extern bool FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out);
 extern int64 LogExchangeDurably(const ExchangeLog *l);
 extern void LogExchangeAutonomously(const ExchangeLog *l);

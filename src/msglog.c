@@ -84,6 +84,276 @@ LoggedBodyKept(const char *jws)
 }
 
 /*
+ * ---- protected headers kept once ----
+ *
+ * Two thirds of a logged JWS is its protected header, which carries the
+ * signer's certificate chain and is the same in every message of a signer.
+ * The log keeps each distinct header once, in interop.message_header, under the
+ * base64url SHA-256 of its text, and a record keeps the JWS with its header
+ * replaced by "~" and that digest: "~<digest>.<payload>.<signature>".  The
+ * reference is what the record's seal hashes, and it names the header by
+ * its hash, so a changed or removed header shows (LoggedJws() refuses it,
+ * verify_log() reports it) and cannot pass for another.  A text that
+ * already begins with "~" (a peer's garbage) is kept with one more "~" in
+ * front.  LoggedJws() gives back the JWS byte for byte.
+ *
+ * Each backend remembers the headers it wrote or read; one it inserted is
+ * trusted only once its transaction commits, so a rolled-back insert is
+ * inserted again the next time.
+ */
+#define HEADER_MARK '~'
+#define HEADER_DIGEST_LEN 43	/* base64url of 32 bytes, unpadded */
+#define HEADER_MIN_LEN 64		/* shorter headers stay in the record */
+#define KNOWN_HEADERS 256
+
+typedef struct KnownHeader
+{
+	char		digest[HEADER_DIGEST_LEN + 1];
+	char	   *header;			/* in TopMemoryContext */
+	bool		committed;		/* false: inserted by the open transaction */
+} KnownHeader;
+
+static KnownHeader known_headers[KNOWN_HEADERS];
+static int	nknown_headers = 0;
+static bool header_callbacks = false;
+static SPIPlanPtr header_insert_plan = NULL;
+static SPIPlanPtr header_find_plan = NULL;
+
+/* ForgetUncommittedHeaders - drop what the open (sub)transaction inserted */
+static void
+ForgetUncommittedHeaders(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < nknown_headers; i++)
+	{
+		if (known_headers[i].committed)
+			known_headers[n++] = known_headers[i];
+		else
+			pfree(known_headers[i].header);
+	}
+	nknown_headers = n;
+}
+
+static void
+HeaderXactCallback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		for (int i = 0; i < nknown_headers; i++)
+			known_headers[i].committed = true;
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		ForgetUncommittedHeaders();
+}
+
+static void
+HeaderSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		ForgetUncommittedHeaders();
+}
+
+static KnownHeader *
+FindKnownHeader(const char *digest)
+{
+	for (int i = 0; i < nknown_headers; i++)
+		if (memcmp(known_headers[i].digest, digest, HEADER_DIGEST_LEN) == 0)
+			return &known_headers[i];
+	return NULL;
+}
+
+static void
+RememberHeader(const char *digest, const char *header, size_t len, bool committed)
+{
+	KnownHeader *k;
+
+	if (!header_callbacks)
+	{
+		RegisterXactCallback(HeaderXactCallback, NULL);
+		RegisterSubXactCallback(HeaderSubXactCallback, NULL);
+		header_callbacks = true;
+	}
+	if (nknown_headers == KNOWN_HEADERS)
+	{
+		/* full: start again (a signer has one header per key and kind) */
+		for (int i = 0; i < nknown_headers; i++)
+			pfree(known_headers[i].header);
+		nknown_headers = 0;
+	}
+	k = &known_headers[nknown_headers++];
+	memcpy(k->digest, digest, HEADER_DIGEST_LEN);
+	k->digest[HEADER_DIGEST_LEN] = '\0';
+	k->header = MemoryContextAlloc(TopMemoryContext, len + 1);
+	memcpy(k->header, header, len);
+	k->header[len] = '\0';
+	k->committed = committed;
+}
+
+/*
+ * IntactHeader - a row of interop.message_header with this digest whose
+ * header still hashes to it, in the caller's memory context, or NULL.  A
+ * digest can have more than one row: two backends that wrote a new header
+ * at once each inserted it (no unique index, so that no writer waits for
+ * another's transaction).  Connects to SPI itself.
+ */
+static char *
+IntactHeader(const char *digest)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *header = NULL;
+	Datum		value;
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (header_find_plan == NULL)
+	{
+		Oid			type = TEXTOID;
+		SPIPlanPtr	plan = SPI_prepare("SELECT header FROM interop.message_header WHERE digest = $1 ORDER BY id",
+									   1, &type);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the header lookup: %s", SPI_result_code_string(SPI_result));
+		header_find_plan = plan;
+	}
+	value = PointerGetDatum(cstring_to_text_with_len(digest, HEADER_DIGEST_LEN));
+	ret = SPI_execute_plan(header_find_plan, &value, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.message_header: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed && header == NULL; i++)
+	{
+		char	   *h = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (h != NULL && strncmp(Sha256Base64Url(h, strlen(h)), digest, HEADER_DIGEST_LEN) == 0)
+			header = MemoryContextStrdup(caller, h);
+	}
+	SPI_finish();
+	return header;
+}
+
+/*
+ * StoredJws - the text a record keeps for a logged JWS (see above).
+ * Inserts its header into interop.message_header unless it is there
+ * already.
+ */
+static const char *
+StoredJws(const char *jws)
+{
+	const char *dot;
+	char	   *digest;
+	size_t		hlen;
+
+	if (jws == NULL)
+		return NULL;
+	if (jws[0] == HEADER_MARK)
+		return psprintf("%c%s", HEADER_MARK, jws);
+	dot = strchr(jws, '.');
+	if (dot == NULL || strchr(dot + 1, '.') == NULL)
+		return jws;
+	hlen = dot - jws;
+	if (hlen < HEADER_MIN_LEN)
+		return jws;
+	for (size_t i = 0; i < hlen; i++)
+		if (Base64UrlValue((unsigned char) jws[i]) < 0)
+			return jws;			/* not a JWS header: kept as it came */
+	digest = Sha256Base64Url(jws, hlen);
+	if (FindKnownHeader(digest) == NULL)
+	{
+		if (IntactHeader(digest) != NULL)
+			RememberHeader(digest, jws, hlen, true);
+		else
+		{
+			Datum		values[2];
+			int			ret;
+
+			if (header_insert_plan == NULL)
+			{
+				Oid			types[2] = {TEXTOID, TEXTOID};
+				SPIPlanPtr	plan = SPI_prepare("INSERT INTO interop.message_header (digest, header) VALUES ($1, $2)",
+											   2, types);
+
+				if (plan == NULL || SPI_keepplan(plan) != 0)
+					elog(ERROR, "could not prepare the header insert: %s", SPI_result_code_string(SPI_result));
+				header_insert_plan = plan;
+			}
+			values[0] = CStringGetTextDatum(digest);
+			values[1] = PointerGetDatum(cstring_to_text_with_len(jws, hlen));
+			ret = SPI_execute_plan(header_insert_plan, values, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "could not write interop.message_header: %s", SPI_result_code_string(ret));
+			RememberHeader(digest, jws, hlen, false);
+		}
+	}
+	return psprintf("%c%s%s", HEADER_MARK, digest, dot);
+}
+
+/* HeaderByDigest - the protected header a record refers to, checked against its digest */
+static const char *
+HeaderByDigest(const char *digest)
+{
+	KnownHeader *k = FindKnownHeader(digest);
+	char	   *header;
+
+	if (k != NULL)
+		return k->header;
+	header = IntactHeader(digest);
+	if (header == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the protected header %.*s of a logged message is missing or changed",
+						HEADER_DIGEST_LEN, digest),
+				 errdetail("interop.message_header holds no header with this SHA-256, so the message cannot be given back as it was logged."),
+				 errhint("Restore interop.message_header from a backup; interop.verify_log() lists the records concerned.")));
+	RememberHeader(digest, header, strlen(header), true);
+	return header;
+}
+
+/*
+ * LoggedJws - the JWS a record's request or response column holds, as it
+ * was sent (see above); NULL for NULL.  Connects to SPI when it must read a
+ * header.
+ */
+char *
+LoggedJws(const char *stored)
+{
+	if (stored == NULL)
+		return NULL;
+	if (stored[0] != HEADER_MARK)
+		return pstrdup(stored);
+	if (stored[1] == HEADER_MARK)
+		return pstrdup(stored + 1);
+	if (strlen(stored) < 1 + HEADER_DIGEST_LEN + 1 || stored[1 + HEADER_DIGEST_LEN] != '.')
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a logged message refers to its protected header in a form this version does not know"),
+				 errdetail("It begins with \"%.*s\".", 1 + HEADER_DIGEST_LEN, stored)));
+	return psprintf("%s%s", HeaderByDigest(stored + 1), stored + 1 + HEADER_DIGEST_LEN);
+}
+
+/*
+ * JwsHeaderRef - the digest a stored request or response refers to, or
+ * NULL when it holds its header itself (verify_log())
+ */
+const char *
+JwsHeaderRef(const char *stored, size_t len)
+{
+	if (len < 1 + HEADER_DIGEST_LEN + 1 || stored[0] != HEADER_MARK || stored[1] == HEADER_MARK)
+		return NULL;
+	return stored + 1;
+}
+
+PG_FUNCTION_INFO_V1(interop_message_jws);
+/*
+ * interop_message_jws - a message_log request or response as the JWS that
+ * was sent
+ */
+Datum
+interop_message_jws(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(LoggedJws(text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+}
+
+/*
  * LogExchange - write one record; returns its id.  Returns 0 without
  * writing when the record is the first of a jti already recorded.
  */
@@ -124,8 +394,8 @@ LogExchange(const ExchangeLog *l)
 	values[5] = TextOrNull(l->subject, nulls, 5);
 	values[6] = TextOrNull(l->jti, nulls, 6);
 	values[7] = TextOrNull(l->request_hash, nulls, 7);
-	values[8] = TextOrNull(interop_log_bodies ? l->request : Detached(l->request), nulls, 8);
-	values[9] = TextOrNull(interop_log_bodies ? l->response : Detached(l->response), nulls, 9);
+	values[8] = TextOrNull(StoredJws(interop_log_bodies ? l->request : Detached(l->request)), nulls, 8);
+	values[9] = TextOrNull(StoredJws(interop_log_bodies ? l->response : Detached(l->response)), nulls, 9);
 	values[10] = Int32GetDatum(l->status);
 	values[11] = TextOrNull(l->error_code, nulls, 11);
 	values[12] = TextOrNull(l->error_message, nulls, 12);
@@ -204,7 +474,7 @@ FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out)
 	out->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	out->request_hash = SPI_getvalue(tup, desc, 2);
 	out->status = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-	out->response = SPI_getvalue(tup, desc, 4);
+	out->response = LoggedJws(SPI_getvalue(tup, desc, 4));
 	return true;
 }
 

@@ -43,10 +43,35 @@ ALTER TABLE interop.message_log ALTER COLUMN request SET STORAGE EXTERNAL,
                                 ALTER COLUMN response SET STORAGE EXTERNAL;
 ALTER TABLE interop.message_log SET (toast_tuple_target = 8160);
 
+-- each distinct protected header of a logged JWS (it carries the signer's
+-- chain and is the same in every message of a signer), kept once: a record's
+-- request and response hold "~" and the header's digest in its place, and
+-- interop.message_jws() gives the JWS back as it was sent
+CREATE TABLE interop.message_header (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    digest  text NOT NULL,          -- base64url SHA-256 of header
+    header  text NOT NULL           -- the protected header, base64url, as in the JWS
+);
+-- not unique: two writers of a new header at once each insert it, and
+-- neither waits for the other's transaction
+CREATE INDEX message_header_digest ON interop.message_header (digest);
+COMMENT ON TABLE interop.message_header IS 'the protected headers (signer chains) of the logged messages, each once, by SHA-256';
+
+CREATE FUNCTION interop.message_jws(stored text) RETURNS text
+    AS 'MODULE_PATHNAME', 'interop_message_jws' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION interop.message_jws(text) IS
+    'a message_log (or log_archive) request or response as the JWS that was sent, its protected header put back';
+
 SELECT pg_catalog.pg_extension_config_dump('interop.message_log', '');
+SELECT pg_catalog.pg_extension_config_dump('interop.message_header', '');
+SELECT pg_catalog.pg_extension_config_dump('interop.message_header_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('interop.message_log_id_seq', '');
 
-REVOKE ALL ON interop.message_log FROM PUBLIC;
+REVOKE ALL ON interop.message_log, interop.message_header FROM PUBLIC;
+REVOKE ALL ON FUNCTION interop.message_jws(text) FROM PUBLIC;
+GRANT SELECT ON interop.message_header TO interop_auditor;
+GRANT SELECT, INSERT ON interop.message_header TO interop_worker;
+GRANT EXECUTE ON FUNCTION interop.message_jws(text) TO interop_auditor, interop_worker;
 GRANT SELECT ON interop.message_log TO interop_auditor;
 GRANT SELECT, INSERT ON interop.message_log TO interop_worker;
 GRANT SELECT ON interop.message_log_id_seq TO interop_worker;   -- the sealer reads where it ends

@@ -123,6 +123,7 @@ typedef struct ColumnCodec
 	Oid			type;
 	bool		raw;			/* a varlena string: its bytes as stored */
 	bool		binary;			/* the type's send function */
+	bool		header_ref;		/* a JWS that may refer to interop.message_header */
 	FmgrInfo	proc;			/* send or output function */
 } ColumnCodec;
 
@@ -144,6 +145,8 @@ ColumnCodecs(TupleDesc desc)
 			case VARCHAROID:
 			case BPCHAROID:
 				codecs[i].raw = true;
+				codecs[i].header_ref = strcmp(NameStr(TupleDescAttr(desc, i)->attname), "request") == 0 ||
+					strcmp(NameStr(TupleDescAttr(desc, i)->attname), "response") == 0;
 				continue;
 			case INT2OID:
 			case INT4OID:
@@ -168,6 +171,35 @@ ColumnCodecs(TupleDesc desc)
 	return codecs;
 }
 
+/*
+ * verify_log(): the digests of the intact rows of interop.message_header, sorted,
+ * and whether the last record RecordLeaf() hashed refers to another one
+ */
+static char **intact_headers = NULL;
+static int	nintact_headers = 0;
+static bool record_lost_header = false;
+
+static int
+CompareDigests(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* HeaderIntact - whether a stored JWS's header reference names an intact header */
+static bool
+HeaderIntact(const char *data, size_t len)
+{
+	const char *ref = JwsHeaderRef(data, len);
+	char		digest[44];
+	char	   *key = digest;
+
+	if (ref == NULL)
+		return true;
+	memcpy(digest, ref, 43);
+	digest[43] = '\0';
+	return bsearch(&key, intact_headers, nintact_headers, sizeof(char *), CompareDigests) != NULL;
+}
+
 /* RecordLeaf - the leaf hash of a record; sets *id */
 static void
 RecordLeaf(HeapTuple tup, TupleDesc desc, ColumnCodec *codecs, EVP_MD_CTX *md,
@@ -178,6 +210,7 @@ RecordLeaf(HeapTuple tup, TupleDesc desc, ColumnCodec *codecs, EVP_MD_CTX *md,
 	if (!EVP_DigestInit_ex(md, EVP_sha256(), NULL))
 		OpenSSLError(ERRCODE_INTERNAL_ERROR, "could not compute SHA-256", NULL);
 	EVP_DigestUpdate(md, &zero, 1);	/* the leaf prefix: not part of the record's bytes */
+	record_lost_header = false;
 	for (int i = 0; i < desc->natts; i++)
 	{
 		bool		isnull;
@@ -195,6 +228,9 @@ RecordLeaf(HeapTuple tup, TupleDesc desc, ColumnCodec *codecs, EVP_MD_CTX *md,
 			struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
 
 			HashField(md, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+			if (codecs[i].header_ref && intact_headers != NULL &&
+				!HeaderIntact(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v)))
+				record_lost_header = true;
 			if ((Pointer) v != DatumGetPointer(d))
 				pfree(v);
 		}
@@ -848,6 +884,9 @@ CompareRecords(Problems *p, SealRow *s, const unsigned char *leaves)
 		if (have && s->not_before != 0 && at < s->not_before)
 			Problem(p, s->log, id, "record %lld of seal %lld is dated %s, before the seal that precedes it: it was written later with an earlier date",
 					(long long) id, (long long) s->id, timestamptz_to_str(at));
+		if (have && record_lost_header)
+			Problem(p, s->log, id, "record %lld refers to a protected header that interop.message_header no longer holds intact",
+					(long long) id);
 		if (have && id == lid)
 		{
 			if (memcmp(leaf, leaves + li * LEAF_LEN + 8, HASH_LEN) != 0)
@@ -1170,13 +1209,42 @@ CheckCosignatures(Problems *p, SealRow *seals, uint64 nseals)
 	}
 }
 
-PG_FUNCTION_INFO_V1(interop_verify_log);
 /*
- * interop_verify_log - recompute every seal; one row per problem, in the
- * order of the seals and then of the records.  No rows: all verifies.
+ * CheckHeaders - each row of interop.message_header must hash to its digest;
+ * the intact ones are what the records may refer to (CompareRecords)
  */
-Datum
-interop_verify_log(PG_FUNCTION_ARGS)
+static void
+CheckHeaders(Problems *p)
+{
+	intact_headers = NULL;
+	if (SPI_execute("SELECT id, digest, header FROM interop.message_header ORDER BY id", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read interop.message_header");
+	intact_headers = palloc(sizeof(char *) * (SPI_processed + 1));
+	nintact_headers = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		char	   *digest = SPI_getvalue(t, d, 2);
+		char	   *header = SPI_getvalue(t, d, 3);
+
+		if (strlen(digest) != 43 || strcmp(Sha256Base64Url(header, strlen(header)), digest) != 0)
+			Problem(p, "message_header", id, "protected header %lld was changed: it does not hash to its digest %s",
+					(long long) id, digest);
+		else
+			intact_headers[nintact_headers++] = digest;
+	}
+	qsort(intact_headers, nintact_headers, sizeof(char *), CompareDigests);
+}
+
+/*
+ * VerifyLog - recompute every seal; one row per problem, in the order of
+ * the seals and then of the records.  No rows: all verifies.
+ */
+static void
+VerifyLog(FunctionCallInfo fcinfo)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Problems	p;
@@ -1195,6 +1263,7 @@ interop_verify_log(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	keys = NodeKeys(&kids);
+	CheckHeaders(&p);
 
 	if (SPI_execute("SELECT id, log, kind, after_id, upto_id, record_count, root, prev, jws, sealed_at "
 					"FROM interop.log_seal ORDER BY id", true, 0) != SPI_OK_SELECT)
@@ -1273,6 +1342,22 @@ interop_verify_log(PG_FUNCTION_ARGS)
 	CheckTimestamps(&p, seals, nseals);
 	CheckCosignatures(&p, seals, nseals);
 	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(interop_verify_log);
+/* interop_verify_log - VerifyLog(); the list of intact headers lives only as long */
+Datum
+interop_verify_log(PG_FUNCTION_ARGS)
+{
+	PG_TRY();
+	{
+		VerifyLog(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		intact_headers = NULL;
+	}
+	PG_END_TRY();
 	return (Datum) 0;
 }
 
@@ -1605,9 +1690,9 @@ interop_evidence(PG_FUNCTION_ARGS)
 	appendStringInfoString(&buf, ",\"status\":");
 	appendStringInfoString(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 8) ? SPI_getvalue(tt->vals[0], tt->tupdesc, 8) : "null");
 	appendStringInfoString(&buf, "},\"request\":");
-	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 1));
+	JsonText(&buf, LoggedJws(SPI_getvalue(tt->vals[0], tt->tupdesc, 1)));
 	appendStringInfoString(&buf, ",\"response\":");
-	JsonText(&buf, SPI_getvalue(tt->vals[0], tt->tupdesc, 2));
+	JsonText(&buf, LoggedJws(SPI_getvalue(tt->vals[0], tt->tupdesc, 2)));
 
 	/* the seal that covers it */
 	if (SPI_execute_with_args("SELECT id, after_id, record_count, leaves, jws FROM interop.log_seal "

@@ -107,6 +107,8 @@ CREATE TRIGGER message_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON in
     FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
 CREATE TRIGGER consent_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.consent_log
     FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
+CREATE TRIGGER message_header_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.message_header
+    FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
 CREATE TRIGGER log_seal_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.log_seal
     FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
 CREATE TRIGGER seal_timestamp_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.seal_timestamp

@@ -1,7 +1,7 @@
 -- The SQL API contract of interop: names, signatures, return types,
 -- privileges and security settings that applications rely on.
 BEGIN;
-SELECT plan(155);
+SELECT plan(165);
 
 SELECT has_schema('interop');
 SELECT has_type('interop', 'member_id', 'type member_id');
@@ -88,7 +88,8 @@ SELECT set_eq($$SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE
                     'interop.log_seal', 'interop.log_seal_id_seq', 'interop.seal_timestamp', 'interop.log_archive', 'interop.async_request',
                     'interop.async_request_id_seq', 'interop.subscription', 'interop.subscription_id_seq',
                     'interop.witness', 'interop.cosignature', 'interop.cosignature_id_seq', 'interop.witnessed_head',
-                    'interop.witnessed_head_id_seq', 'interop.witness_alarm', 'interop.witness_alarm_id_seq'],
+                    'interop.witnessed_head_id_seq', 'interop.witness_alarm', 'interop.witness_alarm_id_seq',
+                    'interop.message_header', 'interop.message_header_id_seq'],
               'configuration, services, grants, their history, the logs, consents and seals are dumped by pg_dump');
 
 -- seals: who may seal, verify and prune; the logs are append-only
@@ -146,6 +147,17 @@ SELECT function_privs_are('interop', 'import_service', ARRAY['interop.member_id'
 SELECT table_privs_are('interop', 'message_log', 'interop_auditor', ARRAY['SELECT']);
 SELECT table_privs_are('interop', 'message_log', 'interop_user', ARRAY[]::text[]);
 SELECT table_privs_are('interop', 'message_log', 'interop_admin', ARRAY[]::text[]);
+-- the protected headers the log refers to: read like the log, written by the workers
+SELECT table_privs_are('interop', 'message_header', 'interop_auditor', ARRAY['SELECT']);
+SELECT table_privs_are('interop', 'message_header', 'interop_worker', ARRAY['SELECT', 'INSERT']);
+SELECT table_privs_are('interop', 'message_header', 'interop_admin', ARRAY[]::text[]);
+SELECT table_privs_are('interop', 'message_header', 'public', ARRAY[]::text[]);
+SELECT has_trigger('interop', 'message_header', 'message_header_append_only', 'interop.message_header has its append-only trigger');
+SELECT function_returns('interop', 'message_jws', ARRAY['text'], 'text');
+SELECT isnt_definer('interop', 'message_jws', ARRAY['text']);
+SELECT function_privs_are('interop', 'message_jws', ARRAY['text'], 'interop_auditor', ARRAY['EXECUTE']);
+SELECT function_privs_are('interop', 'message_jws', ARRAY['text'], 'interop_user', ARRAY[]::text[]);
+SELECT function_privs_are('interop', 'message_jws', ARRAY['text'], 'public', ARRAY[]::text[]);
 
 -- consent: recorded by the citizen portal through SECURITY DEFINER functions only
 SELECT is_definer('interop', 'grant_consent', ARRAY['text', 'interop.member_id', 'text', 'text', 'timestamp with time zone', 'text'], 'grant_consent() is SECURITY DEFINER');

@@ -259,6 +259,24 @@ is($pop->safe_psql('postgres', qq{
 	SELECT string_agg(status::text, ',' ORDER BY id) FROM interop.message_log
 	WHERE jti = '$jti' AND replay_of IS NOT NULL}), '200,409', 'both repeats are logged with replay_of');
 
+# the log keeps each protected header (the signer's chain) once, and a record
+# refers to it by its SHA-256; message_jws() gives back the bytes sent
+is($pop->safe_psql('postgres', qq{
+	SELECT string_agg(format('%s %s %s', interop.message_jws(request) = '$req', interop.message_jws(response) = \$\$$body2\$\$,
+		request ~ '^~[A-Za-z0-9_-]{43}[.]' AND octet_length(request) < octet_length(interop.message_jws(request)) - 1000), ','
+		ORDER BY id)
+	FROM interop.message_log WHERE jti = '$jti' AND status = 200}),
+	't t t,t t t', 'a record refers to its headers by digest and gives back the exact request and answer');
+is($pop->safe_psql('postgres', q{
+	SELECT count(*) = (SELECT count(DISTINCT substr(j, 2, 43)) FROM interop.message_log m,
+		LATERAL (VALUES (m.request), (m.response)) v(j) WHERE j LIKE '~%') AND count(*) = count(DISTINCT header) AND count(*) = count(DISTINCT digest)
+		AND count(*) < (SELECT count(*) FROM interop.message_log)
+	FROM interop.message_header}), 't', 'each header is kept once, and only headers that records refer to');
+is($tax->safe_psql('postgres', q{
+	SELECT bool_and(request_hash = translate(rtrim(encode(sha256(convert_to(interop.message_jws(request), 'UTF8')), 'base64'), '='), '+/', '-_'))
+	FROM interop.message_log WHERE direction = 'out' AND request IS NOT NULL}), 't',
+	'on the consumer too: every logged request hashes to its req claim again');
+
 # ---- interop.log_bodies = off: the log keeps hashes and signatures only ----
 
 for my $n ($pop, $tax)
@@ -283,7 +301,8 @@ sub b64sha
 }
 is($pop->safe_psql('postgres', qq{
 	SELECT string_agg(format('%s %s %s %s', status, replay_of IS NOT NULL,
-		request ~ '^[A-Za-z0-9_-]+\\.\\.[A-Za-z0-9_-]+\$' AND response ~ '^[A-Za-z0-9_-]+\\.\\.[A-Za-z0-9_-]+\$',
+		interop.message_jws(request) ~ '^[A-Za-z0-9_-]+\\.\\.[A-Za-z0-9_-]+\$'
+		AND interop.message_jws(response) ~ '^[A-Za-z0-9_-]+\\.\\.[A-Za-z0-9_-]+\$',
 		response_hash), ',' ORDER BY id)
 	FROM interop.message_log WHERE jti = '$jti2'}),
 	"200 f t @{[ b64sha($body) ]},200 t t @{[ b64sha($body2) ]}",

@@ -169,6 +169,27 @@ like(problems($reg), qr/a seal is missing/, 'and is reported missing');
 tamper($reg, q{UPDATE interop.consent_log SET purpose = 'marketing' WHERE id = 1});
 like(problems($reg), qr/^consent_log 1: record 1 was changed after seal \d+$/m, 'an edited consent event is named');
 
+# a protected header, kept once in message_header and referred to by digest
+my ($hid, $header) = split /\|/, $tax->safe_psql('postgres', q{SELECT id, header FROM interop.message_header ORDER BY id LIMIT 1});
+my $rec = $tax->safe_psql('postgres', qq{
+	SELECT min(m.id) FROM interop.message_log m, interop.message_header h
+	WHERE h.id = $hid AND (m.request LIKE '~' || h.digest || '%' OR m.response LIKE '~' || h.digest || '%')
+	AND m.id <= (SELECT max(upto_id) FROM interop.log_seal WHERE log = 'message_log' AND kind = 'seal')});
+ok($rec ne '', 'a sealed record refers to the first header');
+tamper($tax, qq{UPDATE interop.message_header SET header = header || 'A' WHERE id = $hid});
+like(problems($tax), qr/^message_header $hid: protected header $hid was changed: it does not hash to its digest/m,
+	'an edited header is named');
+like(problems($tax), qr/^message_log $rec: record $rec refers to a protected header that interop.message_header no longer holds intact$/m,
+	'and so is a record that refers to it');
+($ret, $out, $err) = $tax->psql('postgres', "SELECT interop.evidence($rec)");
+like($err, qr/ERROR:  the protected header \S+ of a logged message is missing or changed/, 'evidence() refuses to give it back');
+tamper($tax, qq{DELETE FROM interop.message_header WHERE id = $hid});
+($ret, $out, $err) = $tax->psql('postgres', "SELECT interop.message_jws(request) FROM interop.message_log WHERE id = $rec");
+like($err, qr/ERROR:  the protected header \S+ of a logged message is missing or changed/, 'nor message_jws() a removed one');
+tamper($tax, qq{INSERT INTO interop.message_header (id, digest, header) OVERRIDING SYSTEM VALUE
+	VALUES ($hid, translate(rtrim(encode(sha256('$header'), 'base64'), '='), '+/', '-_'), '$header')});
+unlike(problems($tax), qr/message_header|protected header/, 'the header put back, the records verify again');
+
 # ---- key change ----
 
 my $fresh = new_node('fresh', 'MN/GOV/3000003/archive', $ca, 'interop.gateway_workers' => 0, 'interop.seal_interval' => 0,

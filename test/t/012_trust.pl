@@ -119,6 +119,40 @@ like($err, qr/IX009: JWS is not an interop response/, '... the consumer says why
 stop_child($fake_pid);
 $tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', '@{[gateway_url($pop)]}')");
 
+# a peer's answer that begins with "~" and a known header digest, as the
+# log's own references do, is logged as it came and never read as one
+my $digest = $tax->safe_psql('postgres', 'SELECT digest FROM interop.message_header ORDER BY id LIMIT 1');
+my $garbage = "~$digest.Zm9v.YmFy";
+my $fake2 = IO::Socket::SSL->new(LocalAddr => '127.0.0.1', LocalPort => $fake_port, Listen => 4, ReuseAddr => 1,
+	SSL_cert_file => node_chain_file($pop), SSL_key_file => node_key_file($pop),
+	SSL_verify_mode => SSL_VERIFY_NONE) or die "fake gateway: $SSL_ERROR";
+my $fake2_pid = in_child(sub {
+	while (my $c = $fake2->accept)
+	{
+		my ($len, $line) = (0, '');
+		while (defined($line = <$c>) && $line !~ /^\r?\n$/) { $len = $1 if $line =~ /^Content-Length:\s*(\d+)/i }
+		read($c, my $req, $len);
+		print $c "HTTP/1.1 200 OK\r\nContent-Type: application/jose\r\nContent-Length: " . length($garbage)
+		  . "\r\nConnection: close\r\n\r\n$garbage";
+		close $c;
+	}
+});
+close $fake2;
+END { stop_child($fake2_pid) }
+$tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', 'https://127.0.0.1:$fake_port')");
+($ret, $out, $err) = $tax->psql('postgres', $ask);
+isnt($ret, 0, 'an answer that is no JWS is refused');
+is($tax->safe_psql('postgres', q{
+	SELECT left(response, 2) = '~~' AND interop.message_jws(response) = response_raw
+	FROM (SELECT response, substr(response, 2) AS response_raw FROM interop.message_log
+	      WHERE direction = 'out' ORDER BY id DESC LIMIT 1) r}), 't',
+	'it is logged with one more "~" in front');
+is($tax->safe_psql('postgres', q{
+	SELECT interop.message_jws(response) FROM interop.message_log WHERE direction = 'out' ORDER BY id DESC LIMIT 1}),
+	$garbage, 'and message_jws() gives back exactly the bytes that came, not a message with that header');
+stop_child($fake2_pid);
+$tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', '@{[gateway_url($pop)]}')");
+
 # ---- F4: a member_mismatch is logged under the verified signer ----
 my $tmp = PostgreSQL::Test::Utils::tempdir();
 spew("$tmp/claims.json", request_claims(iss => $PORTAL));

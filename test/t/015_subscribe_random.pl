@@ -166,8 +166,8 @@ sub check_point
 		diag($tax->safe_psql('postgres', 'SELECT cursor, synced_at, last_pull_at FROM interop.subscription'));
 		diag($pop->safe_psql('postgres', q{SELECT pid, backend_type, backend_xid, backend_xmin, state, left(query, 60) FROM pg_stat_activity
 			WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL}));
-		diag($pop->safe_psql('postgres', q{SELECT id, at, status, row_count, interop.jws_payload(response::interop.jws)->'next',
-			interop.jws_payload(response::interop.jws)->'more' FROM interop.message_log WHERE service = 'reg' ORDER BY id DESC LIMIT 4}));
+		diag($pop->safe_psql('postgres', q{SELECT id, at, status, row_count, interop.jws_payload(interop.message_jws(response)::interop.jws)->'next',
+			interop.jws_payload(interop.message_jws(response)::interop.jws)->'more' FROM interop.message_log WHERE service = 'reg' ORDER BY id DESC LIMIT 4}));
 		diag($pop->safe_psql('postgres', q{SELECT min(tx), max(tx), count(*) FROM interop.change_log}));
 		my %p = map { split /\t/, $_, 2 } split /\n/, $pop->safe_psql('postgres', q{SELECT a || '/' || b, t::text FROM reg t}, extra_params => ['-F', "\t"]);
 		my %c = map { split /\t/, $_, 2 } split /\n/, $tax->safe_psql('postgres', q{SELECT a || '/' || b, t::text FROM reg_copy t}, extra_params => ['-F', "\t"]);
