@@ -1018,6 +1018,10 @@ GRANT USAGE ON SEQUENCE interop.cosignature_id_seq, interop.witnessed_head_id_se
 -- the sync worker's look for due requests reads them in order from the index
 DROP INDEX interop.async_request_due;
 CREATE INDEX async_request_due ON interop.async_request (next_attempt, id) WHERE state = 'pending';
+-- the signed request and the answer are stored without compression (rows
+-- written before keep theirs)
+ALTER TABLE interop.async_request ALTER COLUMN request SET STORAGE EXTERNAL,
+                                  ALTER COLUMN response SET STORAGE EXTERNAL;
 
 -- each distinct protected header of a logged JWS, kept once: records from
 -- now on refer to it by its digest; the records before keep theirs

@@ -26,6 +26,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -198,30 +199,23 @@ Record(Transfer *t, Outcome *o)
 	values[6] = Int32GetDatum(o->row_count);
 	nulls[6] = o->row_count >= 0 ? ' ' : 'n';
 	values[7] = Int32GetDatum(interop_max_attempts);
-	if (SPI_execute_with_args(
-							  "UPDATE interop.async_request SET attempts = attempts + 1, http_status = $3, "
-							  "error_code = $4, last_error = $5, response = $6, row_count = $7, "
-							  "state = CASE WHEN $2 = 'pending' AND attempts + 1 >= $8 THEN 'failed' ELSE $2 END, "
-							  "next_attempt = pg_catalog.clock_timestamp() + "
-							  "  least(60, 0.5 * 2 ^ least(attempts, 10)) * interval '1 second', "
-							  "completed_at = CASE WHEN $2 = 'pending' AND attempts + 1 < $8 THEN NULL "
-							  "  ELSE pg_catalog.clock_timestamp() END "
-							  "WHERE id = $1 RETURNING state",
-							  8, types, values, nulls, false, 1) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+	if (ExecuteCached("UPDATE interop.async_request SET attempts = attempts + 1, http_status = $3, "
+					  "error_code = $4, last_error = $5, response = $6, row_count = $7, "
+					  "state = CASE WHEN $2 = 'pending' AND attempts + 1 >= $8 THEN 'failed' ELSE $2 END, "
+					  "next_attempt = pg_catalog.clock_timestamp() + "
+					  "  least(60, 0.5 * 2 ^ least(attempts, 10)) * interval '1 second', "
+					  "completed_at = CASE WHEN $2 = 'pending' AND attempts + 1 < $8 THEN NULL "
+					  "  ELSE pg_catalog.clock_timestamp() END "
+					  "WHERE id = $1 RETURNING state",
+					  8, types, values, nulls, false, 1) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not update asynchronous request " INT64_FORMAT, a->id);
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
 	TransferLog(t, &a->req, o->subject, o->response, o->status, o->error_code, o->message, o->row_count);
 
+	/* what pg_notify() does, without a statement */
 	if (strcmp(state, "pending") != 0)
-	{
-		Oid			argtype = TEXTOID;
-		Datum		arg = CStringGetTextDatum(psprintf(INT64_FORMAT, a->id));
-
-		if (SPI_execute_with_args("SELECT pg_catalog.pg_notify('interop_async', $1)", 1, &argtype, &arg,
-								  NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not notify interop_async");
-	}
+		Async_Notify("interop_async", psprintf(INT64_FORMAT, a->id));
 }
 
 /* JudgeAsync - a finished attempt: verify and record */
@@ -345,8 +339,8 @@ StartAsync(void)
 			args[0] = Int64GetDatum(a->id);
 			args[1] = CStringGetTextDatum(t->request);
 			MemoryContextSwitchTo(old);
-			if (SPI_execute_with_args("UPDATE interop.async_request SET request = $2 WHERE id = $1",
-									  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+			if (ExecuteCached("UPDATE interop.async_request SET request = $2 WHERE id = $1",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not store the request of " INT64_FORMAT, a->id);
 			MemoryContextSwitchTo(t->cxt);
 		}

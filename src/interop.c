@@ -190,13 +190,14 @@ static CachedPlanSlot plan_cache[PLAN_CACHE_SLOTS];
 static int	plan_cache_next = 0;
 
 /*
- * ExecuteCached - SPI_execute_with_args() with the plan prepared once per
- * process for this SQL text and these argument types.  The caller is
- * connected to SPI.
+ * ExecuteCachedPlan - SPI_execute_with_args() with the plan prepared once
+ * per process for this SQL text, these argument types and these cursor
+ * options (CURSOR_OPT_GENERIC_PLAN: one plan for every value, never planned
+ * again).  The caller is connected to SPI.
  */
 int
-ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls,
-			  bool read_only, long count)
+ExecuteCachedPlan(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls,
+				  bool read_only, long count, int cursor_options)
 {
 	StringInfoData key;
 	uint32		hash;
@@ -206,6 +207,7 @@ ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values, const ch
 	appendStringInfoString(&key, sql);
 	for (int i = 0; i < nargs; i++)
 		appendStringInfo(&key, " %u", argtypes[i]);
+	appendStringInfo(&key, " /%d", cursor_options);
 	hash = hash_bytes((const unsigned char *) key.data, key.len);
 	for (int i = 0; i < PLAN_CACHE_SLOTS; i++)
 		if (plan_cache[i].key != NULL && plan_cache[i].hash == hash &&
@@ -216,7 +218,7 @@ ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values, const ch
 		}
 	if (slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
@@ -233,6 +235,14 @@ ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values, const ch
 	}
 	pfree(key.data);
 	return SPI_execute_plan(slot->plan, values, nulls, read_only, count);
+}
+
+/* ExecuteCached - ExecuteCachedPlan() with the planner's choice of plans */
+int
+ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls,
+			  bool read_only, long count)
+{
+	return ExecuteCachedPlan(sql, nargs, argtypes, values, nulls, read_only, count, 0);
 }
 
 /* JanssonAlloc - jansson allocates in the current memory context */

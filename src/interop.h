@@ -210,6 +210,8 @@ extern int	interop_min_certificate_lifetime;
 extern uint64 interop_identity_generation;
 extern int	ExecuteCached(const char *sql, int nargs, Oid *argtypes, Datum *values,
 						  const char *nulls, bool read_only, long count);
+extern int	ExecuteCachedPlan(const char *sql, int nargs, Oid *argtypes, Datum *values,
+							  const char *nulls, bool read_only, long count, int cursor_options);
 extern void RetireAtTransactionEnd(void (*free_fn) (void *), void *ptr);
 extern void _PG_init(void);
 

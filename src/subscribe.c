@@ -82,31 +82,31 @@ RecordPull(Transfer *t, Pull *p)
 	values[7] = BoolGetDatum(p->batch.complete);
 	values[8] = BoolGetDatum(p->batch.next_copy);
 	if (strcmp(p->state, "stale") != 0 &&
-		SPI_execute_with_args("UPDATE interop.subscription SET "
-							  "cursor = CASE $2 WHEN 'done' THEN $3::jsonb WHEN 'expired' THEN NULL ELSE cursor END, "
-							  "phase = CASE $2 WHEN 'done' THEN CASE WHEN $9 THEN 'copy' ELSE 'sync' END "
-							  "  WHEN 'expired' THEN 'copy' ELSE phase END, "
-							  "rows_copied = CASE WHEN $2 = 'done' AND phase = 'copy' "
-							  "  THEN CASE WHEN cursor IS NULL THEN 0 ELSE rows_copied END + $4 ELSE rows_copied END, "
-							  "changes_applied = changes_applied + CASE WHEN $2 = 'done' AND phase = 'sync' THEN $4 ELSE 0 END, "
-							  "batches = batches + CASE WHEN $2 = 'done' THEN 1 ELSE 0 END, "
-							  "copy_started_at = CASE WHEN $2 = 'done' AND cursor IS NULL THEN $7 ELSE copy_started_at END, "
-							  "copy_finished_at = CASE WHEN $2 = 'done' AND cursor IS NULL THEN NULL ELSE copy_finished_at END, "
-							  "synced_at = CASE WHEN $2 = 'done' AND NOT $5 AND $8 THEN $7 ELSE synced_at END, "
-							  "last_pull_at = pg_catalog.clock_timestamp(), "
-							  "failures = CASE WHEN $2 = 'failed' THEN failures + 1 ELSE 0 END, "
-							  "last_error = $6, "
-							  "next_pull = pg_catalog.clock_timestamp() + CASE "
-							  "  WHEN $2 = 'done' AND $5 THEN interval '0' WHEN $2 = 'done' THEN every "
-							  "  WHEN $2 = 'expired' THEN interval '0' "
-							  "  ELSE greatest(every, least(3600, 0.5 * 2 ^ least(failures, 13)) * interval '1 s') END "
-							  "WHERE id = $1",
-							  9, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+		ExecuteCached("UPDATE interop.subscription SET "
+					  "cursor = CASE $2 WHEN 'done' THEN $3::jsonb WHEN 'expired' THEN NULL ELSE cursor END, "
+					  "phase = CASE $2 WHEN 'done' THEN CASE WHEN $9 THEN 'copy' ELSE 'sync' END "
+					  "  WHEN 'expired' THEN 'copy' ELSE phase END, "
+					  "rows_copied = CASE WHEN $2 = 'done' AND phase = 'copy' "
+					  "  THEN CASE WHEN cursor IS NULL THEN 0 ELSE rows_copied END + $4 ELSE rows_copied END, "
+					  "changes_applied = changes_applied + CASE WHEN $2 = 'done' AND phase = 'sync' THEN $4 ELSE 0 END, "
+					  "batches = batches + CASE WHEN $2 = 'done' THEN 1 ELSE 0 END, "
+					  "copy_started_at = CASE WHEN $2 = 'done' AND cursor IS NULL THEN $7 ELSE copy_started_at END, "
+					  "copy_finished_at = CASE WHEN $2 = 'done' AND cursor IS NULL THEN NULL ELSE copy_finished_at END, "
+					  "synced_at = CASE WHEN $2 = 'done' AND NOT $5 AND $8 THEN $7 ELSE synced_at END, "
+					  "last_pull_at = pg_catalog.clock_timestamp(), "
+					  "failures = CASE WHEN $2 = 'failed' THEN failures + 1 ELSE 0 END, "
+					  "last_error = $6, "
+					  "next_pull = pg_catalog.clock_timestamp() + CASE "
+					  "  WHEN $2 = 'done' AND $5 THEN interval '0' WHEN $2 = 'done' THEN every "
+					  "  WHEN $2 = 'expired' THEN interval '0' "
+					  "  ELSE greatest(every, least(3600, 0.5 * 2 ^ least(failures, 13)) * interval '1 s') END "
+					  "WHERE id = $1",
+					  9, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update subscription " INT64_FORMAT, s->id);
 	if (done &&
-		SPI_execute_with_args("UPDATE interop.subscription SET copy_finished_at = pg_catalog.clock_timestamp() "
-							  "WHERE id = $1 AND phase = 'sync' AND copy_finished_at IS NULL",
-							  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		ExecuteCached("UPDATE interop.subscription SET copy_finished_at = pg_catalog.clock_timestamp() "
+					  "WHERE id = $1 AND phase = 'sync' AND copy_finished_at IS NULL",
+					  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update subscription " INT64_FORMAT, s->id);
 
 	TransferLog(t, &s->req, NULL, p->response, p->status, p->error_code, p->message, done ? p->nrows : -1);
@@ -182,9 +182,9 @@ JudgeSubscription(Transfer *t)
 	/* unsubscribed meanwhile: nothing to apply */
 	curv[0] = Int64GetDatum(s->id);
 	curv[1] = s->cursor ? CStringGetTextDatum(s->cursor) : (Datum) 0;
-	if (SPI_execute_with_args("SELECT cursor IS NOT DISTINCT FROM $2::jsonb FROM interop.subscription "
-							  "WHERE id = $1 FOR UPDATE",
-							  2, curt, curv, s->cursor ? "  " : " n", false, 1) != SPI_OK_SELECT)
+	if (ExecuteCached("SELECT cursor IS NOT DISTINCT FROM $2::jsonb FROM interop.subscription "
+					  "WHERE id = $1 FOR UPDATE",
+					  2, curt, curv, s->cursor ? "  " : " n", false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read subscription " INT64_FORMAT, s->id);
 	if (SPI_processed == 0)
 		return;

@@ -385,11 +385,11 @@ StartTsa(void)
 	MemoryContext old;
 	Transfer   *t;
 
-	if (SPI_execute(TimestampingOn() ?
-					"UPDATE interop.tsa_status SET enabled_at = pg_catalog.clock_timestamp(), "
-					"next_attempt = pg_catalog.clock_timestamp() WHERE enabled_at IS NULL" :
-					"UPDATE interop.tsa_status SET enabled_at = NULL, failures = 0, last_error = NULL "
-					"WHERE enabled_at IS NOT NULL", false, 0) != SPI_OK_UPDATE)
+	if (ExecuteCached(TimestampingOn() ?
+					  "UPDATE interop.tsa_status SET enabled_at = pg_catalog.clock_timestamp(), "
+					  "next_attempt = pg_catalog.clock_timestamp() WHERE enabled_at IS NULL" :
+					  "UPDATE interop.tsa_status SET enabled_at = NULL, failures = 0, last_error = NULL "
+					  "WHERE enabled_at IS NOT NULL", 0, NULL, NULL, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update interop.tsa_status");
 	if (SPI_processed > 0)
 		PublishTimestampState();
