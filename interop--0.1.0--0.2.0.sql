@@ -1047,3 +1047,8 @@ GRANT SELECT, INSERT ON interop.message_header TO interop_worker;
 GRANT EXECUTE ON FUNCTION interop.message_jws(text) TO interop_auditor, interop_worker;
 CREATE TRIGGER message_header_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON interop.message_header
     FOR EACH STATEMENT EXECUTE FUNCTION interop.log_append_only();
+
+-- the backends keep the rows of interop.peer they read: a change tells them
+-- to read again
+CREATE TRIGGER peer_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON interop.peer FOR EACH STATEMENT EXECUTE FUNCTION interop.invalidate_cache();

@@ -9,6 +9,9 @@ CREATE TABLE interop.peer (
 );
 COMMENT ON TABLE interop.peer IS 'other nodes this node calls: member id and base URL (https://host:port[/prefix]), and the base URLs of its other nodes';
 SELECT pg_catalog.pg_extension_config_dump('interop.peer', '');
+-- the backends keep the rows they read: a change tells them to read again
+CREATE TRIGGER peer_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON interop.peer FOR EACH STATEMENT EXECUTE FUNCTION interop.invalidate_cache();
 
 -- interop.normalize_base_url: the canonical form of a peer base URL, or an error
 CREATE FUNCTION interop.normalize_base_url(url text) RETURNS text

@@ -170,6 +170,8 @@ InteropRelcacheCallback(Datum arg, Oid relid)
 		InvalidateNodeCache();
 		interop_identity_generation++;
 	}
+	if (PeerRelationChanged(relid))
+		InvalidatePeerCache();
 }
 
 /*

@@ -498,6 +498,8 @@ extern bool JoseMediaType(const char *ctype);
 extern void PeerExchange(const char *member, List *urls, const char *path, const char *body, PeerAnswer *res);
 extern void PeerAnswerSigned(const char *member, const PeerAnswer *r);
 extern List *PeerBaseUrls(const char *member, MemoryContext cxt);
+extern bool PeerRelationChanged(Oid relid);
+extern void InvalidatePeerCache(void);
 extern List *PeerUrlOrder(const char *member, const char *base_url, Datum more_urls, bool more_isnull);
 extern char *PeerFirstUrl(const char *member, HeapTuple tup, TupleDesc desc, int base_col, int more_col,
 						  const char *path);

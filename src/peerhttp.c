@@ -28,12 +28,15 @@
  */
 #include "interop.h"
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 #include <curl/curl.h>
 #include <openssl/err.h>
@@ -832,6 +835,44 @@ PeerFirstUrl(const char *member, HeapTuple tup, TupleDesc desc, int base_col, in
 }
 
 /*
+ * The rows of interop.peer this process has read, by member id: a call
+ * looked its peer up with a statement each time, a tenth of the consumer's
+ * SQL per exchange.  interop.peer's statement trigger queues a relcache
+ * invalidation when a row changes; every backend receives it at its next
+ * transaction start (or next lock) and InteropRelcacheCallback() marks the
+ * cache stale.  A row read while an invalidation arrived, or under a
+ * transaction snapshot (which may be older than a change already
+ * announced), is used but not kept.
+ */
+typedef struct PeerRow
+{
+	char		member[NAMEDATALEN * 2];	/* hash key */
+	char	   *base_url;
+	Datum		more_urls;		/* text[], or 0 when NULL */
+} PeerRow;
+
+static HTAB *peer_rows = NULL;
+static MemoryContext peer_rows_cxt = NULL;
+static Oid	peer_relid = InvalidOid;
+static uint64 peer_generation = 0;
+static bool peer_rows_stale = false;
+
+/* PeerRelationChanged - is relid interop.peer (or unknown)? */
+bool
+PeerRelationChanged(Oid relid)
+{
+	return relid == InvalidOid || relid == peer_relid;
+}
+
+/* InvalidatePeerCache - forget the rows read; freed at the next look-up, not here */
+void
+InvalidatePeerCache(void)
+{
+	peer_generation++;
+	peer_rows_stale = true;
+}
+
+/*
  * PeerBaseUrls - the base URLs of a known peer in the order to try them
  * (PeerUrlOrder), allocated in cxt; or an ERROR.  Connected to SPI.
  */
@@ -839,14 +880,41 @@ List *
 PeerBaseUrls(const char *member, MemoryContext cxt)
 {
 	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(member)};
+	Datum		values[1];
 	int			ret;
 	bool		isnull;
+	bool		found;
 	Datum		more;
 	MemoryContext old;
 	List	   *urls;
 	char	   *base;
+	uint64		generation;
+	PeerRow    *row;
 
+	bool		cacheable = strlen(member) < sizeof(((PeerRow *) NULL)->member);
+
+	if (peer_rows_stale && peer_rows_cxt != NULL)
+	{
+		MemoryContextReset(peer_rows_cxt);
+		peer_rows = NULL;
+	}
+	peer_rows_stale = false;
+	if (peer_rows != NULL && cacheable)
+	{
+		row = hash_search(peer_rows, member, HASH_FIND, NULL);
+		if (row != NULL)
+		{
+			old = MemoryContextSwitchTo(cxt);
+			urls = PeerUrlOrder(member, row->base_url, row->more_urls, row->more_urls == (Datum) 0);
+			MemoryContextSwitchTo(old);
+			return urls;
+		}
+	}
+
+	generation = peer_generation;
+	if (peer_relid == InvalidOid)
+		peer_relid = get_relname_relid("peer", get_namespace_oid("interop", false));
+	values[0] = CStringGetTextDatum(member);
 	ret = ExecuteCached("SELECT base_url, more_urls FROM interop.peer WHERE member_id = $1::interop.member_id",
 						1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -861,6 +929,28 @@ PeerBaseUrls(const char *member, MemoryContext cxt)
 	old = MemoryContextSwitchTo(cxt);
 	urls = PeerUrlOrder(member, base, more, isnull);
 	MemoryContextSwitchTo(old);
+
+	if (cacheable && generation == peer_generation && !peer_rows_stale && !IsolationUsesXactSnapshot())
+	{
+		if (peer_rows == NULL)
+		{
+			HASHCTL		ctl;
+
+			if (peer_rows_cxt == NULL)
+				peer_rows_cxt = AllocSetContextCreate(TopMemoryContext, "interop peer rows",
+													  ALLOCSET_SMALL_SIZES);
+			memset(&ctl, 0, sizeof(ctl));
+			ctl.keysize = sizeof(((PeerRow *) NULL)->member);
+			ctl.entrysize = sizeof(PeerRow);
+			ctl.hcxt = peer_rows_cxt;
+			peer_rows = hash_create("interop peer rows", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		}
+		row = hash_search(peer_rows, member, HASH_ENTER, &found);
+		row->base_url = MemoryContextStrdup(peer_rows_cxt, base);
+		old = MemoryContextSwitchTo(peer_rows_cxt);
+		row->more_urls = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(more));
+		MemoryContextSwitchTo(old);
+	}
 	return urls;
 }
 

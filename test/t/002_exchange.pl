@@ -505,6 +505,32 @@ is($pop->safe_psql('postgres', qq{
 	SELECT string_agg(format('%s %s', status, replay_of IS NOT NULL), ',' ORDER BY id)
 	FROM interop.message_log WHERE jti = '$jti5'}), '500 f,200 f,200 t',
 	'the log: the 500, the run, and the replay of the run');
+# a session keeps the rows of interop.peer it read: a change committed by
+# another session reaches it (moved, removed, added back), and one made in
+# its own transaction at once
+my $caller = $tax->background_psql('postgres', on_error_stop => 0);
+my $lookup = "SELECT 'rows:' || count(*) FROM interop.query('$POP', 'person', '{\"id\":\"P1\"}', 'tax assessment')";
+my $good_url = gateway_url($pop);
+my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
+like(scalar $caller->query($lookup), qr/rows:1/, 'a long-lived session calls the provider');
+$tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', 'https://127.0.0.1:$dead_port')");
+$caller->query($lookup);
+like($caller->{stderr}, qr/127\.0\.0\.1:$dead_port/, '...and after another session moved the peer, calls the new URL');
+$caller->{stderr} = '';
+$tax->safe_psql('postgres', "SELECT interop.remove_peer('$POP')");
+$caller->query($lookup);
+like($caller->{stderr}, qr/peer "\Q$POP\E" is not known/, '...after it was removed, knows it no more');
+$caller->{stderr} = '';
+$tax->safe_psql('postgres', "SELECT interop.add_peer('$POP', '$good_url')");
+like(scalar $caller->query($lookup), qr/rows:1/, '...and after it was added back, calls it again');
+$caller->query("BEGIN; SELECT interop.add_peer('$POP', 'https://127.0.0.1:$dead_port'); $lookup");
+like($caller->{stderr}, qr/127\.0\.0\.1:$dead_port/, '...a move in its own transaction is seen by its next statement');
+$caller->{stderr} = '';
+$caller->query('ROLLBACK');
+$caller->{stderr} = '';
+like(scalar $caller->query($lookup), qr/rows:1/, '...and a move rolled back leaves the peer where it was');
+$caller->quit;
+
 $pop->safe_psql('postgres', 'CREATE OR REPLACE VIEW slow AS SELECT id, pg_sleep(4)::text AS z FROM person');
 my $t0 = time();
 like(query_error($tax, "SET statement_timeout = '300ms'; SELECT * FROM interop.query('$POP', 'slow', '{\"id\":\"P1\"}')"),
