@@ -25,9 +25,11 @@
  */
 #include "interop.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
 #include "replication/syncrep.h"
+#include "replication/walsender.h"
 #include "replication/walsender_private.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
@@ -118,6 +120,34 @@ SynchronousCommitForLog(void)
 	if (interop_require_synchronous_log)
 		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/* LocalFlushSuffices - whether a commit needs no more than a local WAL flush */
+bool
+LocalFlushSuffices(void)
+{
+	if (interop_require_synchronous_log)
+		return false;
+	return !(SyncRepRequested() && SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0');
+}
+
+/*
+ * CommitWithoutFlush - when a commit needs no more than a local WAL flush
+ * (LocalFlushSuffices): in a worker's transaction, make the commit
+ * skip its flush and return true.  The caller must then XLogFlush() up to
+ * XactLastCommitEnd, or have whoever waits for the commit do so, before
+ * anything that relies on it leaves; meanwhile it can go on with other
+ * work, and one flush serves every commit made in between.  Otherwise it
+ * returns false and the commit waits as PostgreSQL's own does.
+ */
+bool
+CommitWithoutFlush(void)
+{
+	if (!LocalFlushSuffices())
+		return false;
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	return true;
 }
 
 /*
