@@ -112,13 +112,20 @@ RequireSynchronousLog(const char *what)
 /*
  * SynchronousCommitForLog - in a worker's transaction: commit with
  * synchronous_commit = on whatever the server's default, when the log
- * must be durable on the standbys (reset at the transaction's end)
+ * must be durable on the standbys; and at least with a local flush when
+ * the default is off, since what a worker commits (an answer delivered, its
+ * record) is seen by users at once.  Reset at the transaction's end.  A
+ * worker that flushes before anything leaves says so after this
+ * (CommitWithoutFlush).
  */
 void
 SynchronousCommitForLog(void)
 {
 	if (interop_require_synchronous_log)
 		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	else if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		(void) set_config_option("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 }
 

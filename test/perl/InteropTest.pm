@@ -13,7 +13,7 @@ use IO::Socket::INET;
 use POSIX ();
 use Exporter 'import';
 our @EXPORT = qw(serve_tsa sh slurp spew federation_ca new_node new_standby set_setting gateway_url wait_for_gateway
-  curl_gateway node_chain_file node_key_file in_child stop_child serve_files serve_ocsp $TOP $TESTCA $JWS);
+  curl_gateway node_chain_file node_key_file in_child stop_child serve_files serve_ocsp commit_flushed $TOP $TESTCA $JWS);
 
 our $TOP    = abs_path(dirname(__FILE__) . '/../..');
 our $TESTCA = "$TOP/test/certs/testca";
@@ -95,6 +95,20 @@ sub set_setting
 	$n->reload;
 	$n->poll_query_until('postgres', "SELECT current_setting('$name') = '$value'")
 	  or die "$name did not become $value";
+}
+
+# commit_flushed(NODE, FROM, FLUSHED, XID): whether the commit of
+# transaction XID (or of the transaction it is a subtransaction of) is in NODE's WAL between the positions FROM and FLUSHED
+# (a flush position read earlier): '1' when it is, 'not flushed' when FLUSHED
+# is below FROM, '0' otherwise.  Needs pg_walinspect in database postgres.
+sub commit_flushed
+{
+	my ($n, $from, $flushed, $xid) = @_;
+	return $n->safe_psql('postgres', qq{
+		SELECT CASE WHEN '$flushed'::pg_lsn < '$from' THEN 'not flushed'
+		ELSE (SELECT count(*)::text FROM pg_get_wal_records_info('$from', '$flushed')
+		      WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT'
+		      AND (xid = '$xid' OR ' ' || substring(description FROM 'subxacts:([ 0-9]+)') || ' ' LIKE '% $xid %')) END});
 }
 
 sub gateway_url { my $n = shift; return "https://127.0.0.1:$n->{interop_port}" }

@@ -543,10 +543,7 @@ my $wal_start = $tax->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()'
 like(scalar $caller->query($lookup), qr/rows:1/, 'with synchronous_commit = off, a call');
 my ($flushed, $rec_xid) = $caller->query("$lookup; SELECT 'at:' || pg_current_wal_flush_lsn() || ' ' || "
 	  . "(SELECT xmin FROM interop.message_log ORDER BY id DESC LIMIT 1)") =~ /at:(\S+) (\d+)/;
-is($tax->safe_psql('postgres', qq{
-	SELECT CASE WHEN '$flushed'::pg_lsn < '$wal_start' THEN 'not flushed'
-	ELSE (SELECT count(*)::text FROM pg_get_wal_records_info('$wal_start', '$flushed')
-	      WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT' AND xid = '$rec_xid') END}), '1',
+is(commit_flushed($tax, $wal_start, $flushed, $rec_xid), '1',
 	'...and the next: its record is flushed before it returns');
 $tax->safe_psql('postgres', q{
 	ALTER SYSTEM RESET synchronous_commit;
