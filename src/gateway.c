@@ -49,6 +49,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
 #include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
@@ -519,6 +520,15 @@ static bool commit_async = false;	/* this request's commits do not flush */
 
 static void SendHeld(void);
 static void SendAnswer(Exchange *x);
+
+/* GroupCommitAllowed - whether a commit needs no more than a local flush */
+static bool
+GroupCommitAllowed(void)
+{
+	if (interop_require_synchronous_log)
+		return false;
+	return !(SyncRepRequested() && SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0');
+}
 
 /* BeginRequest - a transaction and SPI, with the memory context kept */
 static void
@@ -1325,7 +1335,7 @@ HandleRequest(struct evhttp_request *hreq, void *arg)
 	x->client = ClientAddress(hreq);
 	x->tls_member = ClientMember(hreq);
 	in_request = true;
-	commit_async = LocalFlushSuffices();
+	commit_async = GroupCommitAllowed();
 	pgstat_report_activity(STATE_RUNNING, psprintf("%s %s", method == EVHTTP_REQ_POST ? "POST" : "GET",
 												   path ? path : "?"));
 	for (int i = 0; path != NULL && i < lengthof(routes) && route == NULL; i++)

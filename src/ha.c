@@ -29,7 +29,6 @@
 #include "access/xlog.h"
 #include "miscadmin.h"
 #include "replication/syncrep.h"
-#include "replication/walsender.h"
 #include "replication/walsender_private.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
@@ -113,10 +112,10 @@ RequireSynchronousLog(const char *what)
  * SynchronousCommitForLog - in a worker's transaction: commit with
  * synchronous_commit = on whatever the server's default, when the log
  * must be durable on the standbys; and at least with a local flush when
- * the default is off, since what a worker commits (an answer delivered, its
- * record) is seen by users at once.  Reset at the transaction's end.  A
- * worker that flushes before anything leaves says so after this
- * (CommitWithoutFlush).
+ * the default is off, since what a worker commits (a consumer's record, an
+ * answer delivered and its record) is relied on or seen at once.  Reset at
+ * the transaction's end.  The gateway's group commit turns the flush off
+ * after this and flushes itself before any answer leaves.
  */
 void
 SynchronousCommitForLog(void)
@@ -127,34 +126,6 @@ SynchronousCommitForLog(void)
 	else if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
 		(void) set_config_option("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
-}
-
-/* LocalFlushSuffices - whether a commit needs no more than a local WAL flush */
-bool
-LocalFlushSuffices(void)
-{
-	if (interop_require_synchronous_log)
-		return false;
-	return !(SyncRepRequested() && SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0');
-}
-
-/*
- * CommitWithoutFlush - when a commit needs no more than a local WAL flush
- * (LocalFlushSuffices): in a worker's transaction, make the commit
- * skip its flush and return true.  The caller must then XLogFlush() up to
- * XactLastCommitEnd, or have whoever waits for the commit do so, before
- * anything that relies on it leaves; meanwhile it can go on with other
- * work, and one flush serves every commit made in between.  Otherwise it
- * returns false and the commit waits as PostgreSQL's own does.
- */
-bool
-CommitWithoutFlush(void)
-{
-	if (!LocalFlushSuffices())
-		return false;
-	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
-	return true;
 }
 
 /*

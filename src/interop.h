@@ -221,8 +221,6 @@ extern void RefuseOnStandby(const char *what);
 extern char *SynchronousLogProblem(void);
 extern void RequireSynchronousLog(const char *what);
 extern void SynchronousCommitForLog(void);
-extern bool LocalFlushSuffices(void);
-extern bool CommitWithoutFlush(void);
 extern bool LastCommitDurable(void);
 
 /* in token.c */

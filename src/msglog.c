@@ -22,7 +22,6 @@
 
 #include "access/twophase.h"
 #include "access/xact.h"
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -498,13 +497,10 @@ FindFirstRecord(const char *peer, const char *jti, LoggedAnswer *out)
  * copies its record into its own slot (a larger one into a dynamic shared
  * memory segment, whose handle the slot then holds) and sets the writer's
  * latch; the writer takes every pending slot, inserts all those records in
- * one transaction, commits and sets each waiter's latch.  When a local WAL
- * flush is all a commit needs (CommitWithoutFlush), the writer does not
- * wait for it: each waiter flushes up to the commit itself before it
- * returns (XLogFlush: the first one there flushes for all of them), while
- * the writer already inserts the next batch.  Otherwise (not preloaded, or
- * another database) a short-lived background worker is started for the
- * one record, in a segment of its own; its waiter flushes in the same way.
+ * one transaction, commits (one WAL flush for all of them: group commit)
+ * and sets each waiter's latch.  Otherwise (not preloaded, or another
+ * database) a short-lived background worker is started for the one record,
+ * in a segment of its own.
  */
 
 /* a record in shared memory: fixed fields, then the strings */
@@ -519,7 +515,6 @@ typedef struct SharedRecord
 	/* set by the writer */
 	bool		written;
 	int64		id;
-	XLogRecPtr	commit_end;		/* its commit, which the waiter flushes */
 	int			sqlerrcode;
 	char		error[256];
 	Size		offset[RECORD_STRINGS];	/* 0: NULL */
@@ -852,7 +847,6 @@ LogExchangeDurably(const ExchangeLog *l)
 	dsm_segment *seg = NULL;
 	SharedRecord *rec = NULL;
 	int64		id;
-	XLogRecPtr	commit_end;
 
 	if (RecordSize(l) <= SLOT_RECORD_SIZE)
 		rec = HandToWriter(l, NULL);
@@ -874,11 +868,8 @@ LogExchangeDurably(const ExchangeLog *l)
 				 rec->error[0] ? errdetail("%s", rec->error) : errdetail("The server log has the log writer's error."),
 				 errhint("The answer is withheld: nothing is returned unlogged.")));
 	id = rec->id;
-	commit_end = rec->commit_end;
 	if (seg != NULL)
 		dsm_detach(seg);
-	/* durable before the caller goes on (a no-op when the commit flushed) */
-	XLogFlush(commit_end);
 	return id;
 }
 
@@ -942,11 +933,9 @@ WriteOneRecord(SharedRecord *rec)
 		ExchangeLog l;
 
 		BeginWorkerTransaction();
-		(void) CommitWithoutFlush();
 		ReadRecord(rec, &l);
 		rec->id = LogExchange(&l);
 		EndWorkerTransaction();
-		rec->commit_end = XactLastCommitEnd;
 		NoteWritten(rec);
 	}
 	PG_CATCH();
@@ -981,7 +970,6 @@ WriteRecords(SharedRecord **recs, int n)
 		PG_TRY();
 		{
 			BeginWorkerTransaction();
-			(void) CommitWithoutFlush();
 			for (int i = 0; i < n; i++)
 			{
 				ExchangeLog l;
@@ -990,8 +978,6 @@ WriteRecords(SharedRecord **recs, int n)
 				recs[i]->id = LogExchange(&l);
 			}
 			EndWorkerTransaction();
-			for (int i = 0; i < n; i++)
-				recs[i]->commit_end = XactLastCommitEnd;
 			batch_ok = true;
 		}
 		PG_CATCH();
