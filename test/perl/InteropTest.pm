@@ -98,9 +98,10 @@ sub set_setting
 }
 
 # commit_flushed(NODE, FROM, FLUSHED, XID): whether the commit of
-# transaction XID (or of the transaction it is a subtransaction of) is in NODE's WAL between the positions FROM and FLUSHED
-# (a flush position read earlier): '1' when it is, 'not flushed' when FLUSHED
-# is below FROM, '0' otherwise.  Needs pg_walinspect in database postgres.
+# transaction XID (or of the one it is a subtransaction of) is in NODE's WAL
+# between the positions FROM and FLUSHED (a flush position read earlier):
+# '1' when it is, 'not flushed' when FLUSHED is below FROM, '0' otherwise.
+# Needs pg_walinspect in database postgres.
 sub commit_flushed
 {
 	my ($n, $from, $flushed, $xid) = @_;

@@ -23,6 +23,9 @@
 #    and hold up no one, and the worker serves the next request;
 #  - consent_required, too_large (an answer over max_response_size) and
 #    overloaded (a connection beyond gateway_max_connections);
+#  - a session keeps the peer rows it read and sees a change to them; with
+#    synchronous_commit = off the consumer's record is flushed before the
+#    call returns;
 #  - the consumer logs its failed calls too (they raise an ERROR, so a worker
 #    writes the record in a transaction of its own);
 #  - a provider that is down is a clear error within interop.request_timeout;

@@ -1,7 +1,8 @@
 # 005_async.pl: asynchronous queries delivered by the sync worker.  Proves:
 #  - query_async() queues in the caller's transaction (a rollback sends
 #    nothing) and wait()/result() give the verified rows; completion is
-#    NOTIFYed on interop_async;
+#    NOTIFYed on interop_async; with synchronous_commit = off a delivered
+#    answer and its record are flushed before wait() sees them;
 #  - a refusal fails at once (no retry) and result() raises its SQLSTATE;
 #  - a provider down during a load: requests wait with backoff and are all
 #    delivered when it is back, each exactly once at the provider;
