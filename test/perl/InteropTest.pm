@@ -13,7 +13,7 @@ use IO::Socket::INET;
 use POSIX ();
 use Exporter 'import';
 our @EXPORT = qw(serve_tsa sh slurp spew federation_ca new_node new_standby set_setting gateway_url wait_for_gateway
-  curl_gateway node_chain_file node_key_file in_child stop_child serve_files serve_ocsp commit_flushed $TOP $TESTCA $JWS);
+  curl_gateway node_chain_file node_key_file in_child stop_child serve_files serve_ocsp lazy_commits commit_flushed $TOP $TESTCA $JWS);
 
 our $TOP    = abs_path(dirname(__FILE__) . '/../..');
 our $TESTCA = "$TOP/test/certs/testca";
@@ -97,11 +97,31 @@ sub set_setting
 	  or die "$name did not become $value";
 }
 
+# lazy_commits(NODE, ON): with ON, NODE's default becomes synchronous_commit =
+# off and its WAL writer flushes at most every 10 s (after the first commit
+# that wakes it), so that what a commit leaves unflushed stays so while a
+# test looks; without, both are reset.  Needs pg_walinspect for
+# commit_flushed(), created here.
+sub lazy_commits
+{
+	my ($n, $on) = @_;
+	$n->safe_psql('postgres', $on ? q{
+		CREATE EXTENSION IF NOT EXISTS pg_walinspect;
+		ALTER SYSTEM SET synchronous_commit = off;
+		ALTER SYSTEM SET wal_writer_delay = '10s';
+		SELECT pg_reload_conf()} : q{
+		ALTER SYSTEM RESET synchronous_commit;
+		ALTER SYSTEM RESET wal_writer_delay;
+		SELECT pg_reload_conf()});
+	# the workers take the new value when they next look at their latch
+	usleep(500_000);
+}
+
 # commit_flushed(NODE, FROM, FLUSHED, XID): whether the commit of
 # transaction XID (or of the one it is a subtransaction of) is in NODE's WAL
 # between the positions FROM and FLUSHED (a flush position read earlier):
 # '1' when it is, 'not flushed' when FLUSHED is below FROM, '0' otherwise.
-# Needs pg_walinspect in database postgres.
+# Needs pg_walinspect in database postgres (lazy_commits creates it).
 sub commit_flushed
 {
 	my ($n, $from, $flushed, $xid) = @_;

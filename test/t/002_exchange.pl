@@ -536,22 +536,14 @@ like(scalar $caller->query($lookup), qr/rows:1/, '...and a move rolled back leav
 # with synchronous_commit = off: the commit of the record, in the WAL, is
 # below the flush position the caller reads next (the WAL writer, woken by
 # the first call, does not flush again for 10 s)
-$tax->safe_psql('postgres', q{
-	CREATE EXTENSION pg_walinspect;
-	ALTER SYSTEM SET synchronous_commit = off;
-	ALTER SYSTEM SET wal_writer_delay = '10s';
-	SELECT pg_reload_conf()});
-usleep(500_000);
+lazy_commits($tax, 1);
 my $wal_start = $tax->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 like(scalar $caller->query($lookup), qr/rows:1/, 'with synchronous_commit = off, a call');
 my ($flushed, $rec_xid) = $caller->query("$lookup; SELECT 'at:' || pg_current_wal_flush_lsn() || ' ' || "
 	  . "(SELECT xmin FROM interop.message_log ORDER BY id DESC LIMIT 1)") =~ /at:(\S+) (\d+)/;
 is(commit_flushed($tax, $wal_start, $flushed, $rec_xid), '1',
 	'...and the next: its record is flushed before it returns');
-$tax->safe_psql('postgres', q{
-	ALTER SYSTEM RESET synchronous_commit;
-	ALTER SYSTEM RESET wal_writer_delay;
-	SELECT pg_reload_conf()});
+lazy_commits($tax, 0);
 $caller->quit;
 
 $pop->safe_psql('postgres', 'CREATE OR REPLACE VIEW slow AS SELECT id, pg_sleep(4)::text AS z FROM person');

@@ -71,12 +71,7 @@ $listener->quit;
 # with synchronous_commit = off, a delivered answer and its record are
 # flushed before a caller can see them (the WAL writer, woken by the first
 # delivery, does not flush again for 10 s)
-$tax->safe_psql('postgres', q{
-	CREATE EXTENSION pg_walinspect;
-	ALTER SYSTEM SET synchronous_commit = off;
-	ALTER SYSTEM SET wal_writer_delay = '10s';
-	SELECT pg_reload_conf()});
-sleep(1);
+lazy_commits($tax, 1);
 $id = $tax->safe_psql('postgres', qq{SELECT interop.query_async('$POP', 'person', '{"id":"P10"}', 'tax assessment')});
 is($tax->safe_psql('postgres', "SELECT interop.wait($id)"), 'done', 'with synchronous_commit = off, a delivery');
 my $wal_start = $tax->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
@@ -88,10 +83,7 @@ is(commit_flushed($tax, $wal_start, $flushed, $xid), '1', '...and the next: its 
 is($tax->safe_psql('postgres', qq{
 	SELECT m.xmin = a.xmin FROM interop.async_request a JOIN interop.message_log m ON m.jti = a.jti WHERE a.id = $id}),
 	't', '...with its record, committed with it');
-$tax->safe_psql('postgres', q{
-	ALTER SYSTEM RESET synchronous_commit;
-	ALTER SYSTEM RESET wal_writer_delay;
-	SELECT pg_reload_conf()});
+lazy_commits($tax, 0);
 
 # ---- refusals and errors ----
 
