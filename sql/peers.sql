@@ -59,3 +59,23 @@ FROM interop.admin_history WHERE object = 'peer' ORDER BY id;
 
 DELETE FROM interop.peer;
 DROP ROLE regress_peer_admin, regress_peer_user;
+
+-- a session keeps the rows of interop.peer it read, and forgets them when
+-- the table changes: also when it is a new table, after DROP and CREATE
+-- EXTENSION in the same session (a known peer fails further on, for want
+-- of an identity in this database)
+CREATE DATABASE regress_peers_again;
+\c regress_peers_again
+\set SHOW_CONTEXT never
+CREATE EXTENSION interop;
+SELECT interop.add_peer('MN/GOV/7000001/x', 'https://127.0.0.1:9');
+SELECT * FROM interop.query('MN/GOV/7000001/x', 'svc');
+DROP EXTENSION interop;
+CREATE EXTENSION interop;
+SELECT * FROM interop.query('MN/GOV/7000001/x', 'svc');
+SELECT interop.add_peer('MN/GOV/7000001/x', 'https://127.0.0.1:9');
+SELECT * FROM interop.query('MN/GOV/7000001/x', 'svc');
+SELECT interop.remove_peer('MN/GOV/7000001/x');
+SELECT * FROM interop.query('MN/GOV/7000001/x', 'svc');
+\c contrib_regression
+DROP DATABASE regress_peers_again;

@@ -912,8 +912,8 @@ PeerBaseUrls(const char *member, MemoryContext cxt)
 	}
 
 	generation = peer_generation;
-	if (peer_relid == InvalidOid)
-		peer_relid = get_relname_relid("peer", get_namespace_oid("interop", false));
+	/* looked up at each read: a dropped and re-created extension has a new one */
+	peer_relid = get_relname_relid("peer", get_namespace_oid("interop", false));
 	values[0] = CStringGetTextDatum(member);
 	ret = ExecuteCached("SELECT base_url, more_urls FROM interop.peer WHERE member_id = $1::interop.member_id",
 						1, argtypes, values, NULL, true, 1);
